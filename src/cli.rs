@@ -1,0 +1,105 @@
+//! The command line (clap derive). OpenVPN's and NetworkManager's hook invocations are told apart
+//! from these commands before clap runs (see `main`), because their arguments are positional.
+
+use crate::config::Policy;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use std::path::PathBuf;
+
+/// Makes VPN routes and local container networks live together.
+#[derive(Debug, Parser)]
+#[command(name = "vpnfix", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The manual commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what vpnfix sees and what it would add, changing nothing (a dry run).
+    #[command(
+        after_help = "Examples:\n  vpnfix plan --from examples/laptop-docker\n  vpnfix plan --from DIR --route 172.16.0.0/12 --json"
+    )]
+    Plan(PlanArgs),
+}
+
+/// `vpnfix plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Plan for a bundle (route.json, link.json, docker.json, env …) instead of this host.
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// What to plan for.
+    #[command(flatten)]
+    pub select: Selection,
+}
+
+/// Overrides of the hook environment and the configuration.
+#[derive(Debug, Args, Default)]
+pub struct Selection {
+    /// The tunnel device (default: `dev` from the hook environment).
+    #[arg(long, value_name = "DEV")]
+    pub dev: Option<String>,
+    /// A pushed route; repeat for more. Replaces the environment's pushed routes.
+    #[arg(long = "route", value_name = "CIDR")]
+    pub routes: Vec<IpNet>,
+    /// Who gets contested ranges (overrides VPNFIX_POLICY).
+    #[arg(long, value_enum)]
+    pub policy: Option<PolicyArg>,
+    /// Prefixes that always stay on the bridge, comma-separated (overrides VPNFIX_KEEP).
+    #[arg(long, value_name = "CIDR,…", value_delimiter = ',')]
+    pub keep: Vec<IpNet>,
+    /// Prefixes the VPN gets even where containers could be started (overrides VPNFIX_VPN).
+    #[arg(long, value_name = "CIDR,…", value_delimiter = ',')]
+    pub vpn: Vec<IpNet>,
+    /// The most routes to add for one tunnel (overrides VPNFIX_MAX_ROUTES).
+    #[arg(long, value_name = "N")]
+    pub max_routes: Option<usize>,
+}
+
+/// `--policy` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PolicyArg {
+    /// The VPN gets what local containers do not use.
+    Split,
+    /// The VPN gets everything it pushed.
+    Vpn,
+    /// Local bridges keep everything they have.
+    Local,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::Split => Policy::Split,
+            PolicyArg::Vpn => Policy::Vpn,
+            PolicyArg::Local => Policy::Local,
+        }
+    }
+}
+
+impl Selection {
+    /// The flags as a configuration layer of `VPNFIX_*` pairs.
+    pub fn config_layer(&self) -> Vec<(String, String)> {
+        let list = |v: &[IpNet]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let mut out = Vec::new();
+        if let Some(p) = self.policy {
+            out.push(("VPNFIX_POLICY".into(), Policy::from(p).to_string()));
+        }
+        if !self.keep.is_empty() {
+            out.push(("VPNFIX_KEEP".into(), list(&self.keep)));
+        }
+        if !self.vpn.is_empty() {
+            out.push(("VPNFIX_VPN".into(), list(&self.vpn)));
+        }
+        if let Some(n) = self.max_routes {
+            out.push(("VPNFIX_MAX_ROUTES".into(), n.to_string()));
+        }
+        out
+    }
+}

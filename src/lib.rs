@@ -1,0 +1,19 @@
+//! vpnfix makes VPN routes and local container networks live together on Linux.
+//!
+//! The flow is gather facts → plan → apply → record:
+//! - [`hook`] parses what OpenVPN hands its scripts into a tunnel and its pushed routes;
+//! - [`bundle`] reads the same facts from `ip -j` / `docker network inspect` dumps;
+//! - [`plan`] (pure) decides which more-specific routes give the VPN what it needs while local
+//!   containers stay reachable, on top of [`cidr`] set arithmetic;
+//! - [`report`] renders plans for people.
+
+pub mod bundle;
+pub mod cidr;
+pub mod cli;
+pub mod config;
+pub mod docker;
+pub mod hook;
+pub mod net;
+pub mod plan;
+pub mod report;
+pub mod run;

@@ -1,0 +1,392 @@
+//! Domain types: what vpnfix knows about a host (routes, links, addresses, neighbours, Docker
+//! networks) and about a VPN (its tunnel and pushed routes). Each has one `Display`, used by logs,
+//! errors and reports alike.
+
+use ipnet::IpNet;
+use serde::Serialize;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Route protocol numbers vpnfix names (from the kernel's `rtnetlink.h` and iproute2's
+/// `rt_protos`); others print as numbers.
+pub const PROTOCOLS: &[(u8, &str)] = &[
+    (0, "unspec"),
+    (1, "redirect"),
+    (2, "kernel"),
+    (3, "boot"),
+    (4, "static"),
+    (8, "gated"),
+    (9, "ra"),
+    (10, "mrt"),
+    (11, "zebra"),
+    (12, "bird"),
+    (13, "dnrouted"),
+    (14, "xorp"),
+    (15, "ntk"),
+    (16, "dhcp"),
+    (17, "mrouted"),
+    (18, "keepalived"),
+    (42, "babel"),
+    (99, "openr"),
+    (186, "bgp"),
+    (187, "isis"),
+    (188, "ospf"),
+    (189, "rip"),
+    (192, "eigrp"),
+];
+
+/// vpnfix's default route protocol number: 86 ('V'), which no routing daemon in iproute2's
+/// `rt_protos` claims, so vpnfix can always tell its own routes apart.
+pub const DEFAULT_PROTO: u8 = 86;
+
+/// `RT_SCOPE_LINK` from `rtnetlink.h`: the scope of a directly connected IPv4 route.
+pub const SCOPE_LINK: u8 = 253;
+
+/// A route protocol number, shown by name when it has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Proto(pub u8);
+
+impl Proto {
+    /// The protocol of a name as `ip -j` prints it (a known name, or a number).
+    pub fn parse(s: &str) -> Option<Proto> {
+        s.parse::<u8>()
+            .ok()
+            .or_else(|| PROTOCOLS.iter().find(|(_, n)| *n == s).map(|(v, _)| *v))
+            .map(Proto)
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match PROTOCOLS.iter().find(|(v, _)| *v == self.0) {
+            Some((_, name)) => f.write_str(name),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// The kind of a route as the kernel types it (`RTN_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// An ordinary route that forwards through a device.
+    Unicast,
+    /// `blackhole`, `unreachable`, `prohibit`, `throw` and the like: the packet goes nowhere.
+    Reject,
+}
+
+/// One route of the kernel's main table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// Destination block.
+    pub dst: IpNet,
+    /// The device the route leaves through; `None` for reject routes and for multipath routes
+    /// whose next hops use different devices.
+    pub dev: Option<String>,
+    /// The next hop, if any.
+    pub gateway: Option<IpAddr>,
+    /// The route's priority (IPv4 default 0; IPv6 kernel routes 256, user routes 1024).
+    pub metric: u32,
+    /// Who installed it.
+    pub protocol: Proto,
+    /// `RT_SCOPE_*` (0 universe, 253 link, 254 host).
+    pub scope: u8,
+    /// Unicast or a reject type.
+    pub kind: RouteKind,
+}
+
+impl Route {
+    /// Whether this is a directly connected route: no gateway, forwarding unicast, and in IPv4
+    /// `scope link` (IPv6 routes carry no scope worth reading).
+    pub fn is_on_link(&self) -> bool {
+        self.kind == RouteKind::Unicast
+            && self.gateway.is_none()
+            && self.dev.is_some()
+            && (matches!(self.dst, IpNet::V6(_)) || self.scope == SCOPE_LINK)
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == RouteKind::Reject {
+            f.write_str("reject ")?;
+        }
+        write!(f, "{}", self.dst)?;
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        match &self.dev {
+            Some(dev) => write!(f, " dev {dev}")?,
+            None if self.kind == RouteKind::Unicast => f.write_str(" dev (multipath)")?,
+            None => {}
+        }
+        write!(f, " proto {} metric {}", self.protocol, self.metric)
+    }
+}
+
+/// A network device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// The netlink link kind (`bridge`, `tun`, `veth` …); `None` for physical devices.
+    pub kind: Option<String>,
+    /// For kind `tun`: whether it is a tap (layer 2) device.
+    pub tap: bool,
+}
+
+impl Link {
+    /// Whether the device is a Linux bridge (docker0, br-*, virbr*, podman*, cni0 …).
+    pub fn is_bridge(&self) -> bool {
+        self.kind.as_deref() == Some("bridge")
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.kind.as_deref().unwrap_or("device"))
+    }
+}
+
+/// An address configured on a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Addr {
+    /// The device's name.
+    pub dev: String,
+    /// The address.
+    pub addr: IpAddr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{} dev {}", self.addr, self.prefix_len, self.dev)
+    }
+}
+
+/// A neighbour-table entry (ARP / NDP).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Neighbour {
+    /// The device's name.
+    pub dev: String,
+    /// The neighbour's address.
+    pub addr: IpAddr,
+    /// The NUD state names (`REACHABLE`, `STALE`, `PERMANENT` …).
+    pub state: Vec<String>,
+}
+
+impl Neighbour {
+    /// Whether the entry says someone really is there: not FAILED or INCOMPLETE.
+    pub fn is_live(&self) -> bool {
+        !self
+            .state
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case("FAILED") || s.eq_ignore_ascii_case("INCOMPLETE"))
+    }
+}
+
+impl fmt::Display for Neighbour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} dev {} {}", self.addr, self.dev, self.state.join(","))
+    }
+}
+
+/// One subnet of a Docker network's IPAM configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IpamPool {
+    /// The network's subnet.
+    pub subnet: IpNet,
+    /// The gateway (the bridge's address), when Docker reports it.
+    pub gateway: Option<IpAddr>,
+    /// The sub-range Docker allocates container addresses from, if restricted.
+    pub ip_range: Option<IpNet>,
+}
+
+/// A container endpoint on a Docker network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Container {
+    /// The container's name.
+    pub name: String,
+    /// Its addresses on that network.
+    pub addrs: Vec<IpAddr>,
+}
+
+impl fmt::Display for Container {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        for (i, a) in self.addrs.iter().enumerate() {
+            f.write_str(if i == 0 { " (" } else { ", " })?;
+            write!(f, "{a}")?;
+        }
+        if !self.addrs.is_empty() {
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+/// A Docker (or Podman) bridge network as vpnfix needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DockerNetwork {
+    /// The network's name (`milvus_default`).
+    pub name: String,
+    /// Its full id.
+    pub id: String,
+    /// The Linux bridge it owns: the `com.docker.network.bridge.name` option, else `br-` and the
+    /// first 12 characters of the id (moby's bridge driver does exactly this).
+    pub bridge: String,
+    /// The compose project (`com.docker.compose.project` label), if compose made it.
+    pub compose_project: Option<String>,
+    /// IPAM subnets.
+    pub ipam: Vec<IpamPool>,
+    /// Containers attached to it.
+    pub containers: Vec<Container>,
+}
+
+impl fmt::Display for DockerNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "docker network {}", self.name)?;
+        if let Some(p) = &self.compose_project {
+            write!(f, " (compose project {p})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the VPN device carries IP packets (tun) or Ethernet frames (tap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelKind {
+    /// Layer 3: routes need no gateway.
+    #[default]
+    Tun,
+    /// Layer 2: routes need the VPN gateway as next hop.
+    Tap,
+}
+
+/// The VPN device and what the VPN told about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Default)]
+pub struct Tunnel {
+    /// Device name (`tun0`).
+    pub dev: String,
+    /// tun or tap.
+    pub kind: TunnelKind,
+    /// The IPv4 VPN gateway (`route_vpn_gateway`).
+    pub gateway_v4: Option<Ipv4Addr>,
+    /// The IPv6 VPN gateway (`ifconfig_ipv6_remote`).
+    pub gateway_v6: Option<Ipv6Addr>,
+    /// The tunnel's local IPv4 address with its netmask (`ifconfig_local`/`ifconfig_netmask`).
+    pub local_v4: Option<IpNet>,
+    /// The point-to-point peer (`ifconfig_remote`, topology net30/p2p).
+    pub remote_v4: Option<Ipv4Addr>,
+    /// The tunnel's local IPv6 network (`ifconfig_ipv6_local`/`ifconfig_ipv6_netbits`).
+    pub local_v6: Option<IpNet>,
+}
+
+impl Tunnel {
+    /// The next hop a route of this family needs through the tunnel: none on tun devices
+    /// (point-to-point, the kernel needs no neighbour), the VPN gateway on tap devices.
+    pub fn next_hop(&self, v6: bool) -> Option<IpAddr> {
+        match (self.kind, v6) {
+            (TunnelKind::Tun, _) => None,
+            (TunnelKind::Tap, false) => self.gateway_v4.map(IpAddr::V4),
+            (TunnelKind::Tap, true) => self.gateway_v6.map(IpAddr::V6),
+        }
+    }
+}
+
+impl fmt::Display for Tunnel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.dev)?;
+        if self.kind == TunnelKind::Tap {
+            f.write_str(" (tap)")?;
+        }
+        if let Some(a) = self.local_v4 {
+            write!(f, " {a}")?;
+        }
+        if let Some(a) = self.local_v6 {
+            write!(f, " {a}")?;
+        }
+        if let Some(g) = self.gateway_v4 {
+            write!(f, " gateway {g}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A route the VPN wants on the tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Push {
+    /// The destination block.
+    pub dst: IpNet,
+    /// The gateway the VPN named.
+    pub gateway: Option<IpAddr>,
+    /// The metric the VPN (or DCO, or NetworkManager) gave it.
+    pub metric: Option<u32>,
+    /// Where it came from (`route_network_1`, `VPN_IP4_ROUTE_0`, `--route`).
+    pub origin: String,
+}
+
+impl fmt::Display for Push {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.dst)?;
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        if let Some(m) = self.metric {
+            write!(f, " metric {m}")?;
+        }
+        write!(f, " ({})", self.origin)
+    }
+}
+
+/// Something vpnfix saw but did not act on, and why: a malformed variable, a push it will not
+/// use, a range over the cap. Reported, never silently dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// What was skipped (a variable, a route, a range).
+    pub subject: String,
+    /// Why, and what vpnfix did instead.
+    pub reason: String,
+}
+
+impl Skipped {
+    /// A skipped item.
+    pub fn new(subject: impl Into<String>, reason: impl Into<String>) -> Skipped {
+        Skipped {
+            subject: subject.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.subject, self.reason)
+    }
+}
+
+/// Everything the planner needs to know about a host at one moment.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Facts {
+    /// The VPN device.
+    pub tunnel: Tunnel,
+    /// The routes the VPN wants, already parsed.
+    pub pushes: Vec<Push>,
+    /// The kernel's main table, IPv4 and IPv6.
+    pub routes: Vec<Route>,
+    /// The devices.
+    pub links: Vec<Link>,
+    /// The addresses on them.
+    pub addrs: Vec<Addr>,
+    /// The neighbour tables.
+    pub neighbours: Vec<Neighbour>,
+    /// Docker's networks; `None` when Docker could not be asked.
+    pub docker: Option<Vec<DockerNetwork>>,
+    /// What was skipped while the facts were gathered (malformed variables and entries).
+    pub skipped: Vec<Skipped>,
+}

@@ -1,0 +1,307 @@
+//! The planner: facts + configuration → the routes to add, and why. Pure: no I/O, no logging.
+//!
+//! It enforces DESIGN.md's rule. For every address `a` of a contested range (a push ∩ a bridge
+//! route), `desired(a)` is the bridge when `a` is kept and the tunnel otherwise; `current(a)` is
+//! what the kernel's table picks (longest prefix, then lowest metric; a tie between devices is
+//! undecided). The plan is, per device, the fewest CIDR blocks covering exactly the wrong
+//! addresses, each split until it is strictly longer than every route of the table it overlaps,
+//! so it wins by length whatever the metrics.
+//!
+//! The search never walks addresses: it recurses over CIDR blocks and stops at any block with no
+//! finer prefix (route, push, bridge, kept block) inside, because every address of such a block
+//! meets the same routes and rules.
+
+mod local;
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use local::{LocalNetwork, Used};
+pub use report::{Conflict, Plan, PlannedRoute, Side};
+
+use crate::cidr::{is_default_or_half, Bounds, LpmTable, Prefix};
+use crate::config::{Config, Policy};
+use crate::net::{Facts, Push, Route, Skipped};
+use local::KeepKind;
+
+/// Where a wrong address wants to go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Target {
+    Tunnel,
+    /// The bridge of local network `n`.
+    Bridge(usize),
+}
+
+/// The verdict on a block whose addresses all meet the same routes and rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The kernel already routes it as desired, or it is not contested.
+    Fine,
+    /// Wrong: it must be routed to this target.
+    Want(Target),
+}
+
+/// Everything the recursion looks things up in, built once per plan.
+struct Index<'a> {
+    config: &'a Config,
+    tunnel: &'a str,
+    routes: LpmTable<&'a Route>,
+    pushes: LpmTable<usize>,
+    locals: LpmTable<usize>,
+    keep: LpmTable<(usize, KeepKind)>,
+    local_nets: Vec<LocalNetwork>,
+    /// Every prefix that can change an outcome.
+    bounds: Bounds,
+    /// The table's prefixes only, for the split rule.
+    table: Bounds,
+}
+
+/// Plans the routes that make `facts` obey the rule under `config`.
+pub fn plan(facts: &Facts, config: &Config) -> Plan {
+    let mut skipped = facts.skipped.clone();
+    // vpnfix's own routes are swept before a connect plans, so they are not part of T.
+    let table: Vec<&Route> = facts.routes.iter().filter(|r| r.protocol.0 != config.proto).collect();
+    let pushes = usable_pushes(&facts.pushes, config, &mut skipped);
+    let (bridges, physical) = local::on_link_routes(facts, &table);
+    report_physical(&pushes, &physical, &mut skipped);
+    let local_nets: Vec<LocalNetwork> = bridges.iter().map(|r| local::describe(facts, r)).collect();
+    let index = Index::new(config, &facts.tunnel.dev, &table, &pushes, local_nets);
+    let ranges = contested_ranges(&pushes, &index.local_nets);
+    let mut blocks = Vec::new();
+    for (i, range) in roots(&ranges).into_iter().enumerate() {
+        if let Outcome::Want(t) = index.solve(range, &mut blocks, i) {
+            blocks.push((range, t, i));
+        }
+    }
+    let blocks = index.split(blocks, &mut skipped);
+    report::assemble(facts, config, &index, &pushes, ranges, blocks, skipped)
+}
+
+/// Pushes the planner may contest with: long enough, not a default route in disguise.
+fn usable_pushes<'a>(pushes: &'a [Push], config: &Config, skipped: &mut Vec<Skipped>) -> Vec<&'a Push> {
+    let mut out = Vec::new();
+    for p in pushes {
+        let min = config.min_prefix(matches!(p.dst, ipnet::IpNet::V6(_)));
+        if is_default_or_half(p.dst) {
+            skipped.push(Skipped::new(
+                p.to_string(),
+                "a default route (or half of one) never contests a local network",
+            ));
+        } else if p.dst.prefix_len() < min {
+            let var = if p.dst.addr().is_ipv6() {
+                "VPNFIX_MIN_PREFIX_V6"
+            } else {
+                "VPNFIX_MIN_PREFIX_V4"
+            };
+            skipped.push(Skipped::new(
+                p.to_string(),
+                format!("shorter than /{min} ({var}); not used to contest local networks"),
+            ));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Physical devices are reported when a push overlaps them, never changed.
+fn report_physical(pushes: &[&Push], physical: &[&Route], skipped: &mut Vec<Skipped>) {
+    for r in physical {
+        for p in pushes
+            .iter()
+            .filter(|p| Prefix::from(p.dst).overlaps(Prefix::from(r.dst)))
+        {
+            let dev = r.dev.as_deref().unwrap_or_default();
+            skipped.push(Skipped::new(
+                p.to_string(),
+                format!(
+                    "overlaps {} on {dev}, which is not a bridge; left as the kernel has it",
+                    r.dst
+                ),
+            ));
+        }
+    }
+}
+
+/// Every (push, local network) overlap: the contested range and the indexes of both.
+fn contested_ranges(pushes: &[&Push], locals: &[LocalNetwork]) -> Vec<(Prefix, usize, usize)> {
+    let mut out = Vec::new();
+    for (pi, p) in pushes.iter().enumerate() {
+        let pp = Prefix::from(p.dst);
+        for (li, l) in locals.iter().enumerate() {
+            if let Some(c) = pp.intersect(Prefix::from(l.dst)) {
+                out.push((c, pi, li));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The roots of the search: the union of the contested ranges as the fewest CIDR blocks (so
+/// that two sibling ranges wanting the same device can become one route).
+fn roots(ranges: &[(Prefix, usize, usize)]) -> Vec<Prefix> {
+    let nets: Vec<ipnet::IpNet> = ranges.iter().map(|(c, _, _)| c.to_net()).collect();
+    crate::cidr::aggregate(&nets).into_iter().map(Prefix::from).collect()
+}
+
+impl<'a> Index<'a> {
+    fn new(
+        config: &'a Config,
+        tunnel: &'a str,
+        table: &[&'a Route],
+        pushes: &[&Push],
+        local_nets: Vec<LocalNetwork>,
+    ) -> Self {
+        let mut ix = Index {
+            config,
+            tunnel,
+            routes: LpmTable::default(),
+            pushes: LpmTable::default(),
+            locals: LpmTable::default(),
+            keep: LpmTable::default(),
+            local_nets: Vec::new(),
+            bounds: Bounds::default(),
+            table: Bounds::new(table.iter().map(|r| Prefix::from(r.dst)).collect()),
+        };
+        let mut bounds: Vec<Prefix> = Vec::new();
+        for r in table {
+            ix.routes.insert(Prefix::from(r.dst), *r);
+            bounds.push(Prefix::from(r.dst));
+        }
+        for (i, p) in pushes.iter().enumerate() {
+            ix.pushes.insert(Prefix::from(p.dst), i);
+            bounds.push(Prefix::from(p.dst));
+        }
+        for (i, l) in local_nets.iter().enumerate() {
+            ix.locals.insert(Prefix::from(l.dst), i);
+            for (block, li, kind) in local::keep_blocks(l, i, config) {
+                ix.keep.insert(block, (li, kind));
+                bounds.push(block);
+            }
+        }
+        ix.local_nets = local_nets;
+        ix.bounds = Bounds::new(bounds);
+        ix
+    }
+
+    /// The outcome of a block if uniform; otherwise records its wrong uniform parts in `out`
+    /// (tagged with the root `root`) and returns `None`.
+    fn solve(&self, block: Prefix, out: &mut Vec<(Prefix, Target, usize)>, root: usize) -> Outcome {
+        self.solve_inner(block, out, root).unwrap_or(Outcome::Fine)
+    }
+
+    fn solve_inner(&self, block: Prefix, out: &mut Vec<(Prefix, Target, usize)>, root: usize) -> Option<Outcome> {
+        if !self.bounds.has_inner(block) {
+            return Some(self.outcome(block.v6, block.addr));
+        }
+        let (lo, hi) = block.halves().expect("a block with a finer prefix inside has halves");
+        let (a, b) = (self.solve_inner(lo, out, root), self.solve_inner(hi, out, root));
+        if a.is_some() && a == b {
+            return a;
+        }
+        for (half, o) in [(lo, a), (hi, b)] {
+            if let Some(Outcome::Want(t)) = o {
+                out.push((half, t, root));
+            }
+        }
+        None
+    }
+
+    /// The verdict on address `addr`.
+    fn outcome(&self, v6: bool, addr: u128) -> Outcome {
+        let Some((lp, ls)) = self.locals.longest(v6, addr) else {
+            return Outcome::Fine;
+        };
+        let Some((pp, _)) = self.pushes.longest(v6, addr) else {
+            return Outcome::Fine;
+        };
+        // Two bridges with the same prefix: the first (by discovery order) is taken.
+        let li = ls[0];
+        let bridge = self.local_nets[li].dev.as_str();
+        let target = self.desired(v6, addr, li, pp.len);
+        let want = match target {
+            Target::Tunnel => self.tunnel,
+            Target::Bridge(_) => bridge,
+        };
+        let Some((len, devs)) = self.current(v6, addr) else {
+            return Outcome::Want(target); // no route at all
+        };
+        // A route longer than both the push and the bridge, through a third device: someone
+        // chose it on purpose, so the address is not contested.
+        let third = devs.iter().all(|d| *d != Some(self.tunnel) && *d != Some(bridge));
+        let chosen = len > pp.len && len > lp.len && third;
+        if chosen || devs == [Some(want)] {
+            Outcome::Fine
+        } else {
+            Outcome::Want(target)
+        }
+    }
+
+    /// Where an address of local network `li` should go, decided by a push of length `plen`.
+    fn desired(&self, v6: bool, addr: u128, li: usize, plen: u8) -> Target {
+        let keep = match self.config.policy {
+            Policy::Vpn => false,
+            Policy::Local => true,
+            Policy::Split => self.kept(v6, addr, li, plen < self.config.keep_prefix(v6)),
+        };
+        if keep {
+            Target::Bridge(li)
+        } else {
+            Target::Tunnel
+        }
+    }
+
+    /// Whether an address is in K(p, l): used addresses always; widened blocks and IPAM
+    /// ranges only for pushes broader than the keep prefix, and not where the user said `vpn`.
+    fn kept(&self, v6: bool, addr: u128, li: usize, broad: bool) -> bool {
+        let mut wide = false;
+        let mut user_vpn = false;
+        for (_, tags) in self.keep.matches(v6, addr) {
+            for &(_, kind) in tags.iter().filter(|(l, _)| *l == li) {
+                match kind {
+                    KeepKind::Exact | KeepKind::UserKeep => return true,
+                    KeepKind::Wide => wide = true,
+                    KeepKind::UserVpn => user_vpn = true,
+                }
+            }
+        }
+        broad && wide && !user_vpn
+    }
+
+    /// The kernel's choice for an address: the longest prefix, then the lowest metric; the
+    /// devices of every route tied there (more than one distinct device = undecided).
+    fn current(&self, v6: bool, addr: u128) -> Option<(u8, Vec<Option<&'a str>>)> {
+        let (p, routes) = self.routes.longest(v6, addr)?;
+        let best = routes.iter().map(|r| r.metric).min()?;
+        let mut devs: Vec<Option<&str>> = routes
+            .iter()
+            .filter(|r| r.metric == best)
+            .map(|r| r.dev.as_deref())
+            .collect();
+        devs.sort();
+        devs.dedup();
+        Some((p.len, devs))
+    }
+
+    /// Splits each block in halves until it is strictly longer than every table route that
+    /// overlaps it; a single address that cannot be is reported instead.
+    fn split(&self, blocks: Vec<(Prefix, Target, usize)>, skipped: &mut Vec<Skipped>) -> Vec<(Prefix, Target, usize)> {
+        let mut out = Vec::new();
+        let mut todo = blocks;
+        while let Some((b, t, root)) = todo.pop() {
+            if !self.table.holds(b) && !self.table.has_inner(b) {
+                out.push((b, t, root));
+            } else if let Some((lo, hi)) = b.halves() {
+                todo.push((lo, t, root));
+                todo.push((hi, t, root));
+            } else {
+                skipped.push(Skipped::new(
+                    b.to_string(),
+                    "a route of the same length is already in the table and cannot be out-specified; left as the kernel has it",
+                ));
+            }
+        }
+        out
+    }
+}

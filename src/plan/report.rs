@@ -1,0 +1,254 @@
+//! The planner's output types, and their assembly from the search's blocks: reasons, the
+//! per-tunnel cap, conflicts and notes. Pure.
+
+use super::local::LocalNetwork;
+use super::{Index, Target};
+use crate::cidr::{aggregate, Prefix};
+use crate::config::{Config, Policy};
+use crate::net::{Facts, Push, Skipped};
+use ipnet::IpNet;
+use serde::Serialize;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Which side of a contested range a route serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Through the tunnel.
+    Vpn,
+    /// On the bridge, kept for local containers.
+    Local,
+}
+
+/// A route vpnfix would add, with the reason it exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedRoute {
+    /// Destination.
+    pub dst: IpNet,
+    /// Device: the tunnel or a bridge.
+    pub dev: String,
+    /// Next hop (tap tunnels only).
+    pub gateway: Option<IpAddr>,
+    /// Which side it serves.
+    pub side: Side,
+    /// The most specific push containing it.
+    pub push: IpNet,
+    /// The local network containing it.
+    pub local: IpNet,
+    /// The local network's owner: `docker network milvus` or `bridge br-test`.
+    pub owner: String,
+}
+
+impl fmt::Display for PlannedRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.dst)?;
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        match self.side {
+            Side::Vpn => write!(
+                f,
+                " dev {}: VPN side of {}, shared with {}",
+                self.dev, self.push, self.owner
+            ),
+            Side::Local => write!(
+                f,
+                " dev {}: local side of {}, kept for {}",
+                self.dev, self.push, self.owner
+            ),
+        }
+    }
+}
+
+/// A push overlapping a local network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    /// The push.
+    pub push: Push,
+    /// The local network.
+    pub local: LocalNetwork,
+    /// push ∩ local.
+    pub contested: IpNet,
+    /// The part that stays on the bridge (K under `split`, all under `local`, none under `vpn`).
+    pub kept: Vec<IpNet>,
+    /// How many planned routes lie inside `contested`.
+    pub routes: usize,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "push {} overlaps {}: {} contested",
+            self.push, self.local, self.contested
+        )
+    }
+}
+
+/// What the planner decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The tunnel's device.
+    pub tunnel: String,
+    /// The policy applied.
+    pub policy: Policy,
+    /// Routes to add, sorted (family, address, prefix length).
+    pub add: Vec<PlannedRoute>,
+    /// Every push/local-network overlap.
+    pub conflicts: Vec<Conflict>,
+    /// What was not used or not fixed, and why.
+    pub skipped: Vec<Skipped>,
+    /// What the user should know.
+    pub notes: Vec<String>,
+}
+
+/// Builds the plan from the split blocks: attaches reasons, applies the cap per root range,
+/// lists conflicts and notes.
+pub(super) fn assemble(
+    facts: &Facts,
+    config: &Config,
+    ix: &Index,
+    pushes: &[&Push],
+    ranges: Vec<(Prefix, usize, usize)>,
+    blocks: Vec<(Prefix, Target, usize)>,
+    mut skipped: Vec<Skipped>,
+) -> Plan {
+    let roots = super::roots(&ranges);
+    let mut per_root: Vec<Vec<(Prefix, Target)>> = vec![Vec::new(); roots.len()];
+    for (b, t, root) in blocks {
+        per_root[root].push((b, t));
+    }
+    let mut left = config.max_routes;
+    let mut add = Vec::new();
+    for (root, mut routes) in roots.iter().zip(per_root) {
+        if routes.len() > left {
+            skipped.push(Skipped::new(
+                root.to_string(),
+                format!(
+                    "needs {} routes, more than the {left} left of the cap of {} (VPNFIX_MAX_ROUTES); none added for this range",
+                    routes.len(),
+                    config.max_routes
+                ),
+            ));
+            continue;
+        }
+        left -= routes.len();
+        routes.sort();
+        add.extend(routes.into_iter().map(|(b, t)| planned(facts, ix, pushes, b, t)));
+    }
+    add.sort_by(|a, b| a.dst.cmp(&b.dst).then(a.dev.cmp(&b.dev)));
+    let conflicts = conflicts(config, ix, pushes, &ranges, &add);
+    let notes = notes(facts, config, &conflicts);
+    Plan {
+        tunnel: facts.tunnel.dev.clone(),
+        policy: config.policy,
+        add,
+        conflicts,
+        skipped,
+        notes,
+    }
+}
+
+fn planned(facts: &Facts, ix: &Index, pushes: &[&Push], b: Prefix, t: Target) -> PlannedRoute {
+    let (_, pi) = ix.pushes.longest(b.v6, b.addr).expect("a planned block lies in a push");
+    let (_, li) = ix
+        .locals
+        .longest(b.v6, b.addr)
+        .expect("a planned block lies in a local network");
+    let local = &ix.local_nets[li[0]];
+    let (dev, gateway, side) = match t {
+        Target::Tunnel => (facts.tunnel.dev.clone(), facts.tunnel.next_hop(b.v6), Side::Vpn),
+        Target::Bridge(l) => (ix.local_nets[l].dev.clone(), None, Side::Local),
+    };
+    PlannedRoute {
+        dst: b.to_net(),
+        dev,
+        gateway,
+        side,
+        push: pushes[pi[0]].dst,
+        local: local.dst,
+        owner: local.owner(),
+    }
+}
+
+fn conflicts(
+    config: &Config,
+    ix: &Index,
+    pushes: &[&Push],
+    ranges: &[(Prefix, usize, usize)],
+    add: &[PlannedRoute],
+) -> Vec<Conflict> {
+    ranges
+        .iter()
+        .map(|&(c, pi, li)| {
+            let local = ix.local_nets[li].clone();
+            let broad = Prefix::from(pushes[pi].dst).len < config.keep_prefix(c.v6);
+            let kept = match config.policy {
+                Policy::Vpn => Vec::new(),
+                Policy::Local => vec![c.to_net()],
+                Policy::Split => kept_blocks(ix, c, li, broad),
+            };
+            Conflict {
+                push: pushes[pi].clone(),
+                contested: c.to_net(),
+                kept,
+                routes: add.iter().filter(|r| c.contains(Prefix::from(r.dst))).count(),
+                local,
+            }
+        })
+        .collect()
+}
+
+/// K(p, l) ∩ C as the fewest blocks, for reports: the same search as the planner's, over the
+/// same bounds, with the keep test as the verdict.
+fn kept_blocks(ix: &Index, c: Prefix, li: usize, broad: bool) -> Vec<IpNet> {
+    fn walk(ix: &Index, b: Prefix, li: usize, broad: bool, out: &mut Vec<IpNet>) {
+        match b.halves().filter(|_| ix.bounds.has_inner(b)) {
+            Some((lo, hi)) => {
+                walk(ix, lo, li, broad, out);
+                walk(ix, hi, li, broad, out);
+            }
+            None if ix.kept(b.v6, b.addr, li, broad) => out.push(b.to_net()),
+            None => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(ix, c, li, broad, &mut out);
+    aggregate(&out)
+}
+
+fn notes(facts: &Facts, config: &Config, conflicts: &[Conflict]) -> Vec<String> {
+    let mut notes = Vec::new();
+    if facts.docker.is_none() && !conflicts.is_empty() {
+        notes.push(
+            "Docker could not be asked: addresses in use come from the bridges' own addresses and neighbour tables"
+                .into(),
+        );
+    }
+    // One note per local network, naming its top-level contested ranges.
+    let mut by_local: Vec<(&LocalNetwork, Vec<IpNet>)> = Vec::new();
+    for c in conflicts {
+        match by_local
+            .iter_mut()
+            .find(|(l, _)| l.dst == c.local.dst && l.dev == c.local.dev)
+        {
+            Some((_, ranges)) if ranges.iter().any(|r| r.contains(&c.contested)) => {}
+            Some((_, ranges)) => ranges.push(c.contested),
+            None => by_local.push((&c.local, vec![c.contested])),
+        }
+    }
+    for (l, ranges) in by_local {
+        let owner = l.owner();
+        let ranges = ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        notes.push(match config.policy {
+            Policy::Split => format!(
+                "containers on {owner} still cannot reach the VPN side of {ranges} themselves (their subnet {} says it is on-link); `vpnfix suggest` proposes a subnet that does not collide",
+                l.dst
+            ),
+            Policy::Vpn => format!("policy vpn: the host cannot reach the containers of {owner} in {ranges} while the VPN is up"),
+            Policy::Local => format!("policy local: the VPN cannot reach {ranges} from this host; {owner} keeps it"),
+        });
+    }
+    notes
+}
