@@ -222,7 +222,7 @@ fn notes(facts: &Facts, config: &Config, conflicts: &[Conflict]) -> Vec<String> 
     let mut notes = Vec::new();
     if facts.docker.is_none() && !conflicts.is_empty() {
         notes.push(
-            "Docker could not be asked: addresses in use come from the bridges' own addresses and neighbour tables"
+            "Docker's networks are unknown (Docker not reachable, or no docker.json): addresses in use come from the bridges' own addresses and neighbour tables"
                 .into(),
         );
     }

@@ -321,7 +321,7 @@ fn without_docker_the_neighbour_table_names_used_addresses() {
     ];
     let p = plan(&f, &Config::default());
     assert_eq!(p.conflicts[0].kept, vec![net("172.20.0.0/24"), net("172.20.7.0/24")]);
-    assert!(p.notes[0].starts_with("Docker could not be asked"));
+    assert!(p.notes[0].starts_with("Docker's networks are unknown"));
 }
 
 #[test]

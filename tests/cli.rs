@@ -1,0 +1,149 @@
+//! The built binary, offline: `vpnfix plan --from` on the bundles captured from real OpenVPN 2.6 +
+//! Docker 20.10 laptops and on the examples, against golden files; bad input and exit codes.
+//! Goldens are rewritten with `VPNFIX_UPDATE_GOLDEN=1 cargo test --test cli`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn vpnfix(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpnfix"))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("vpnfix runs")
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = root().join("tests/golden").join(name);
+    if std::env::var_os("VPNFIX_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden {}", path.display()));
+    assert_eq!(actual, want, "{name} differs from its golden file");
+}
+
+const BUNDLES: &[&str] = &[
+    "tests/fixtures/bundles/seed-openvpn26",
+    "tests/fixtures/bundles/seed-route-noexec",
+    "tests/fixtures/bundles/shop-ipv6-aggregate",
+    "examples/laptop-bridge",
+    "examples/laptop-docker",
+];
+
+#[test]
+fn plans_of_every_bundle_match_their_goldens() {
+    for b in BUNDLES {
+        let dir = root().join(b);
+        let name = Path::new(b).file_name().unwrap().to_str().unwrap();
+        let text = vpnfix(&["plan", "--from", dir.to_str().unwrap()]);
+        assert!(text.status.success(), "{b}: {}", String::from_utf8_lossy(&text.stderr));
+        golden(&format!("{name}.txt"), &String::from_utf8(text.stdout).unwrap());
+        let json = vpnfix(&["plan", "--json", "--from", dir.to_str().unwrap()]);
+        assert!(json.status.success());
+        golden(&format!("{name}.json"), &String::from_utf8(json.stdout).unwrap());
+    }
+}
+
+fn add_lines(dir: &str, extra: &[&str]) -> Vec<String> {
+    let dir = root().join(dir);
+    let mut args = vec!["plan", "--json", "--from", dir.to_str().unwrap()];
+    args.extend(extra);
+    let out = vpnfix(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} dev {} {}",
+                r["dst"].as_str().unwrap(),
+                r["dev"].as_str().unwrap(),
+                r["side"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_json_interface_has_the_fields_tools_rely_on() {
+    let dir = root().join("tests/fixtures/bundles/seed-openvpn26");
+    let out = vpnfix(&["plan", "--json", "--from", dir.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["add", "conflicts", "skipped", "notes"] {
+        assert!(v[key].is_array(), "{key}");
+    }
+    let first = &v["add"][0];
+    assert_eq!(first["dst"], "172.20.0.0/24");
+    assert_eq!(first["dev"], "br-2e7df30ca722");
+    assert_eq!(first["gateway"], serde_json::Value::Null);
+    assert_eq!(first["side"], "local");
+    assert_eq!(v["add"][1]["side"], "vpn");
+}
+
+#[test]
+fn seed_cases_give_the_plans_the_design_names() {
+    let noexec = add_lines("tests/fixtures/bundles/seed-route-noexec", &[]);
+    assert_eq!(noexec.len(), 8);
+    assert!(noexec.iter().all(|l| l.ends_with("dev tun0 vpn")));
+    assert_eq!(noexec[0], "172.20.1.0/24 dev tun0 vpn");
+    assert_eq!(noexec[7], "172.20.128.0/17 dev tun0 vpn");
+    let ovpn26 = add_lines("tests/fixtures/bundles/seed-openvpn26", &[]);
+    assert_eq!(ovpn26[0], "172.20.0.0/24 dev br-2e7df30ca722 local");
+    assert_eq!(&ovpn26[1..], &noexec[..]);
+}
+
+#[test]
+fn flags_override_the_pushes_and_the_policy() {
+    let vpn = add_lines("tests/fixtures/bundles/seed-openvpn26", &["--policy", "vpn"]);
+    assert_eq!(vpn, ["172.20.0.0/17 dev tun0 vpn", "172.20.128.0/17 dev tun0 vpn"]);
+    let routed = add_lines(
+        "tests/fixtures/bundles/seed-route-noexec",
+        &["--route", "172.20.2.0/24"],
+    );
+    assert_eq!(
+        routed,
+        ["172.20.2.0/24 dev tun0 vpn"],
+        "nothing local in that /24: all of it to the VPN"
+    );
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_usage_exit() {
+    let tmp = std::env::temp_dir().join(format!("vpnfix-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("route.json"), "{not json").unwrap();
+    let out = vpnfix(&["plan", "--from", tmp.to_str().unwrap()]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("vpnfix: cannot read the bundle: ") && err.contains("route.json is not the JSON"),
+        "{err}"
+    );
+    std::fs::remove_file(tmp.join("route.json")).unwrap();
+    std::fs::write(
+        tmp.join("env"),
+        "route_network_1=172.20.0.0\nroute_netmask_1=255.0.255.0\ndev=tun0\nVPNFIX_POLICY=maybe\n",
+    )
+    .unwrap();
+    let out = vpnfix(&["plan", "--from", tmp.to_str().unwrap()]);
+    std::fs::remove_dir_all(&tmp).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(
+        text.contains("skipped route_netmask_1=\"255.0.255.0\": netmask is not contiguous; route skipped"),
+        "{text}"
+    );
+    assert!(
+        text.contains("skipped VPNFIX_POLICY=\"maybe\": expected split, vpn or local"),
+        "{text}"
+    );
+    let out = vpnfix(&["plan", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2), "misuse is exit 2 (clap)");
+}
