@@ -28,6 +28,15 @@ pub enum BundleError {
         #[source]
         source: io::Error,
     },
+    /// A file could not be written.
+    #[error("cannot write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The file is not the JSON `ip -j` or `docker network inspect` prints.
     #[error("{path} is not the JSON that `{command}` prints")]
     Json {
@@ -332,6 +341,117 @@ fn neighbour(raw: &RawNeigh, skipped: &mut Vec<Skipped>) -> Option<Neighbour> {
     }
 }
 
+/// What `snapshot` writes: the live facts in the bundle format.
+pub struct Snapshot<'a> {
+    /// Main-table routes.
+    pub routes: &'a [Route],
+    /// Devices.
+    pub links: &'a [Link],
+    /// Addresses.
+    pub addrs: &'a [Addr],
+    /// Neighbour entries.
+    pub neighbours: &'a [Neighbour],
+    /// Docker's own descriptions, written as `docker network inspect` prints them.
+    pub docker: Option<&'a [bollard::models::NetworkInspect]>,
+    /// The hook environment.
+    pub env: &'a [(String, String)],
+}
+
+/// Writes a bundle that [`read`] (and so `plan --from`) reads back to the same facts.
+pub fn write(dir: &Path, s: &Snapshot) -> Result<(), BundleError> {
+    let io = |path: PathBuf| move |source| BundleError::Write { path, source };
+    std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
+    let put = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).map_err(io(dir.join(name)));
+    let json = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("JSON values serialize");
+    let (v4, v6): (Vec<&Route>, Vec<&Route>) = s.routes.iter().partition(|r| r.dst.addr().is_ipv4());
+    put(
+        "route.json",
+        json(serde_json::json!(v4.iter().map(|r| raw_route(r)).collect::<Vec<_>>())),
+    )?;
+    put(
+        "route6.json",
+        json(serde_json::json!(v6.iter().map(|r| raw_route(r)).collect::<Vec<_>>())),
+    )?;
+    put(
+        "link.json",
+        json(serde_json::json!(s.links.iter().map(raw_link).collect::<Vec<_>>())),
+    )?;
+    put("addr.json", json(serde_json::json!(raw_addrs(s.addrs))))?;
+    let neigh: Vec<RawNeigh> = s
+        .neighbours
+        .iter()
+        .map(|n| RawNeigh {
+            dst: n.addr.to_string(),
+            dev: n.dev.clone(),
+            state: n.state.clone(),
+        })
+        .collect();
+    put("neigh.json", json(serde_json::json!(neigh)))?;
+    if let Some(d) = s.docker {
+        put(
+            "docker.json",
+            serde_json::to_vec_pretty(d).expect("Docker's models serialize"),
+        )?;
+    }
+    let env: String = s.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    put("env", env.into_bytes())
+}
+
+fn raw_route(r: &Route) -> RawRoute {
+    let scope = match r.scope {
+        0 => None,
+        200 => Some("site".to_string()),
+        253 => Some("link".to_string()),
+        254 => Some("host".to_string()),
+        n => Some(n.to_string()),
+    };
+    RawRoute {
+        kind: (r.kind == RouteKind::Reject).then(|| "unreachable".to_string()),
+        dst: if r.dst.prefix_len() == 0 {
+            "default".into()
+        } else {
+            r.dst.to_string()
+        },
+        gateway: r.gateway.map(|g| g.to_string()),
+        dev: r.dev.clone(),
+        protocol: (r.protocol.0 != 3).then(|| r.protocol.to_string()),
+        scope,
+        metric: (r.metric != 0).then_some(r.metric),
+        nexthops: Vec::new(),
+        flags: Vec::new(),
+    }
+}
+
+fn raw_link(l: &Link) -> RawLink {
+    RawLink {
+        ifindex: l.index,
+        ifname: l.name.clone(),
+        linkinfo: l.kind.as_ref().map(|k| RawLinkInfo {
+            info_kind: Some(k.clone()),
+            info_data: l.tap.then(|| serde_json::json!({"type": "tap"})),
+        }),
+    }
+}
+
+fn raw_addrs(addrs: &[Addr]) -> Vec<RawAddrs> {
+    let mut out: Vec<RawAddrs> = Vec::new();
+    for a in addrs {
+        let entry = RawAddr {
+            family: if a.addr.is_ipv4() { "inet" } else { "inet6" }.into(),
+            local: a.addr.to_string(),
+            prefixlen: a.prefix_len,
+        };
+        match out.iter_mut().find(|d| d.ifname == a.dev) {
+            Some(d) => d.addr_info.push(entry),
+            None => out.push(RawAddrs {
+                ifname: a.dev.clone(),
+                addr_info: vec![entry],
+            }),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +537,41 @@ mod tests {
             assert!(b.links.iter().any(|l| l.name == "br-2e7df30ca722" && l.is_bridge()));
             assert!(b.env.iter().any(|(k, v)| k == "dev" && v == "tun0"));
         }
+    }
+
+    #[test]
+    fn a_written_bundle_reads_back_to_the_same_facts() {
+        let src = read(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/bundles/shop-ipv6-aggregate"
+        )))
+        .unwrap();
+        let docker: Vec<bollard::models::NetworkInspect> = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/bundles/shop-ipv6-aggregate/docker.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("vpnfix-bundle-rt-{}", std::process::id()));
+        let snap = Snapshot {
+            routes: &src.routes,
+            links: &src.links,
+            addrs: &src.addrs,
+            neighbours: &src.neighbours,
+            docker: Some(&docker),
+            env: &src.env,
+        };
+        write(&dir, &snap).unwrap();
+        let back = read(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(back.routes, src.routes);
+        assert_eq!(back.links, src.links);
+        assert_eq!(back.addrs, src.addrs);
+        assert_eq!(back.neighbours, src.neighbours);
+        assert_eq!(back.docker, src.docker);
+        assert_eq!(back.env, src.env);
     }
 
     #[test]

@@ -23,6 +23,40 @@ pub enum Command {
         after_help = "Examples:\n  vpnfix plan --from examples/laptop-docker\n  vpnfix plan --from DIR --route 172.16.0.0/12 --json"
     )]
     Plan(PlanArgs),
+    /// Add the routes the plan names, as OpenVPN's route-up hook would (needs root).
+    #[command(
+        after_help = "Examples:\n  sudo vpnfix apply --dev tun0 --route 172.20.0.0/16\n  (inside an OpenVPN hook environment, no flags are needed)"
+    )]
+    Apply(Selection),
+    /// Remove what vpnfix added: for one tunnel, for every recorded tunnel, or (--all) every route
+    /// carrying vpnfix's protocol number (needs root).
+    #[command(after_help = "Examples:\n  sudo vpnfix cleanup --dev tun0\n  sudo vpnfix cleanup --all")]
+    Cleanup(CleanupArgs),
+    /// Write this host's routes, links, addresses, neighbours, Docker networks and hook
+    /// environment as a bundle that `plan --from` reads anywhere.
+    #[command(after_help = "Example:\n  vpnfix snapshot /tmp/my-laptop && vpnfix plan --from /tmp/my-laptop")]
+    Snapshot(SnapshotArgs),
+}
+
+/// The subcommand names, for telling manual use from hook invocations.
+pub const COMMANDS: &[&str] = &["plan", "apply", "cleanup", "snapshot", "help"];
+
+/// `vpnfix cleanup`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Only this tunnel's recorded routes (default: every recorded tunnel).
+    #[arg(long, value_name = "DEV")]
+    pub dev: Option<String>,
+    /// Also remove every route carrying vpnfix's protocol number, recorded or not.
+    #[arg(long, conflicts_with = "dev")]
+    pub all: bool,
+}
+
+/// `vpnfix snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The directory to write (created if missing).
+    pub dir: PathBuf,
 }
 
 /// `vpnfix plan`.

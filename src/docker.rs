@@ -3,8 +3,101 @@
 
 use crate::net::{Container, DockerNetwork, IpamPool, Skipped};
 use bollard::models::NetworkInspect;
+use bollard::query_parameters::ListNetworksOptions;
+use bollard::Docker;
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
+
+/// Docker's socket when `DOCKER_HOST` is not set.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Why Docker could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The address in `DOCKER_HOST` is not one bollard can use.
+    #[error("cannot use Docker at {host}")]
+    Connect {
+        /// The address.
+        host: String,
+        /// Why.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// A request failed (no socket, refused, garbage).
+    #[error("Docker at {host} did not answer {what}")]
+    Request {
+        /// The address.
+        host: String,
+        /// Which request.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// Docker took longer than the configured time in all.
+    #[error("Docker at {host} did not answer within {ms} ms (VPNFIX_DOCKER_TIMEOUT_MS)")]
+    Timeout {
+        /// The address.
+        host: String,
+        /// The limit.
+        ms: u64,
+    },
+}
+
+/// Every bridge network Docker (or Podman's Docker-compatible socket) knows, fully inspected,
+/// within one overall time limit. `host` is `DOCKER_HOST` or [`DEFAULT_HOST`].
+pub async fn inspect_all(host: &str, timeout_ms: u64) -> Result<Vec<NetworkInspect>, DockerError> {
+    let limit = Duration::from_millis(timeout_ms);
+    match tokio::time::timeout(limit, inspect_all_inner(host)).await {
+        Ok(r) => r,
+        Err(_) => Err(DockerError::Timeout {
+            host: host.into(),
+            ms: timeout_ms,
+        }),
+    }
+}
+
+async fn inspect_all_inner(host: &str) -> Result<Vec<NetworkInspect>, DockerError> {
+    let request = |what| {
+        move |source| DockerError::Request {
+            host: host.into(),
+            what,
+            source,
+        }
+    };
+    // The one time limit is the caller's tokio timeout: bollard's own counts whole seconds
+    // (a 500 ms limit would become 0 s and fail every request).
+    let docker = Docker::connect_with_host(host).map_err(|source| DockerError::Connect {
+        host: host.into(),
+        source,
+    })?;
+    // Debian's engine (20.10) speaks API 1.41 at most; newer engines refuse old versions.
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(request("the version request"))?;
+    let filters = HashMap::from([("driver".to_string(), vec!["bridge".to_string()])]);
+    let list = docker
+        .list_networks(Some(ListNetworksOptions { filters: Some(filters) }))
+        .await
+        .map_err(request("the network list"))?;
+    // The list omits containers (API >= 1.28), so each network is inspected, all at once.
+    let ids: Vec<String> = list.into_iter().filter_map(|n| n.id).collect();
+    let inspections = ids.iter().map(|id| docker.inspect_network(id, None));
+    let results = futures::future::join_all(inspections).await;
+    results
+        .into_iter()
+        .filter(|r| {
+            !matches!(
+                r,
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+            )
+        })
+        .map(|r| r.map_err(request("a network inspection")))
+        .collect() // a network removed between the list and its inspection is simply gone
+}
 
 /// The bridge option moby's bridge driver reads (`com.docker.network.bridge.name`).
 const BRIDGE_NAME: &str = "com.docker.network.bridge.name";

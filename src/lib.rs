@@ -7,13 +7,17 @@
 //!   containers stay reachable, on top of [`cidr`] set arithmetic;
 //! - [`report`] renders plans for people.
 
+pub mod apply;
 pub mod bundle;
 pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod hook;
+pub mod kernel;
+pub mod logging;
 pub mod net;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod state;

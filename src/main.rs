@@ -1,13 +1,32 @@
-//! vpnfix's entry point: parse the command line, run, print, choose the exit status.
+//! vpnfix's entry point: tell a hook invocation from a command, parse, run, print, and choose
+//! the exit status. A panic never reaches OpenVPN as a failure status from a hook that must
+//! not fail.
 
 use clap::Parser;
 use std::process::ExitCode;
-use vpnfix::cli::{Cli, Command};
+use vpnfix::cli::{Cli, Command, COMMANDS};
+use vpnfix::config::LogLevel;
+use vpnfix::{hook, logging, run};
 
 fn main() -> ExitCode {
+    logging::init(LogLevel::Info);
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Some(inv) = hook::detect(&args, &run::environment(), COMMANDS) {
+        // OpenVPN kills itself on a non-zero status from up/down; a bug must not do that.
+        return std::panic::catch_unwind(|| run::openvpn_hook(inv)).unwrap_or_else(|_| {
+            log::error!("internal error (a bug); nothing more done, exiting 0 so OpenVPN carries on");
+            ExitCode::SUCCESS
+        });
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Plan(args) => vpnfix::run::plan(args),
+        Command::Plan(args) => run::plan(args),
+        Command::Apply(sel) => run::apply(sel),
+        Command::Cleanup(args) => run::cleanup(args),
+        Command::Snapshot(args) => run::snapshot(args),
     };
     match result {
         Ok(out) => {
@@ -15,20 +34,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("vpnfix: {}", chain(&e));
+            log::error!("{}", run::chain(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -1,35 +1,181 @@
-//! The one place that ties the pieces together: hook input, bundles, configuration, the planner
-//! and the reports. Each command is a function from its arguments to what it prints.
+//! The one place that ties the pieces together: hook input, bundles, the kernel and Docker
+//! adapters, configuration, the planner, apply and the reports. Each command is a function from
+//! its arguments to what it prints (or, for hooks, to the exit status OpenVPN needs).
 
+use crate::apply::{self, ApplyError};
 use crate::bundle::{self, BundleError};
-use crate::cli::{PlanArgs, Selection};
-use crate::config::Config;
-use crate::hook::{self, openvpn::HookError};
-use crate::net::{Facts, Push, TunnelKind};
-use crate::{plan, report};
+use crate::cli::{CleanupArgs, PlanArgs, Selection, SnapshotArgs};
+use crate::config::{parse_kv_lines, Config, CONF_FILE};
+use crate::hook::{self, openvpn::HookError, Event, HookInput, Invocation};
+use crate::kernel::{Kernel, KernelError};
+use crate::net::{Facts, Push, Skipped, TunnelKind};
+use crate::state::{StateDir, StateError};
+use crate::{docker, plan, report};
+use log::{debug, error, info, warn};
+use std::process::ExitCode;
 
 /// A command that could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The bundle could not be read.
-    #[error("cannot read the bundle")]
+    /// The bundle could not be read or written.
+    #[error(transparent)]
     Bundle(#[from] BundleError),
     /// The hook environment does not name a tunnel.
     #[error("cannot tell the tunnel (give --dev DEV, or an environment with dev=)")]
     Hook(#[from] HookError),
-    /// Live planning is not available in this build.
-    #[error("planning this host live is not built yet; give --from DIR")]
-    NotLive,
+    /// The kernel could not be asked.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// Applying or undoing failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The state could not be kept.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// The output could not be serialized.
     #[error("cannot render JSON")]
     Json(#[from] serde_json::Error),
+    /// Some removals failed.
+    #[error("{0} route(s) could not be removed; they stay recorded for `vpnfix cleanup`")]
+    Partial(usize),
 }
 
-/// `vpnfix plan`: the plan for a bundle, as text or JSON.
+/// An error and its causes on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The process environment, lossily decoded (a hook's environment comes from the VPN).
+pub fn environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .collect()
+}
+
+/// Configuration from `/etc/vpnfix.conf`, the environment and the flags, in that order.
+fn load_config(env: &[(String, String)], flags: &[(String, String)]) -> Config {
+    let file = match std::fs::read_to_string(CONF_FILE) {
+        Ok(text) => parse_kv_lines(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            warn!("cannot read {CONF_FILE} ({e}); using the environment and defaults");
+            Vec::new()
+        }
+    };
+    let (config, skipped) = Config::from_layers([file.as_slice(), env, flags]);
+    crate::logging::set_level(config.log);
+    for s in skipped {
+        warn!("{s}");
+    }
+    config
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts")
+}
+
+/// The hook's tunnel and pushes, with the command line's overrides.
+fn selected_input(env: &[(String, String)], args: &[String], sel: &Selection) -> Result<HookInput, HookError> {
+    let mut env = env.to_vec();
+    if let Some(dev) = &sel.dev {
+        env.retain(|(k, _)| k != "dev");
+        env.push(("dev".into(), dev.clone()));
+    }
+    let mut input = hook::openvpn::parse(env, args, None)?;
+    if !sel.routes.is_empty() {
+        input.pushes = sel
+            .routes
+            .iter()
+            .map(|r| Push {
+                dst: r.trunc(),
+                gateway: None,
+                metric: None,
+                origin: "--route".into(),
+            })
+            .collect();
+    }
+    Ok(input)
+}
+
+/// Facts of this host: the kernel's tables and Docker's networks (kernel facts alone, with one
+/// warning, when Docker cannot be asked).
+async fn gather(k: &Kernel, config: &Config, env: &[(String, String)], input: HookInput) -> Result<Gathered, Error> {
+    let host = env
+        .iter()
+        .find(|(k, _)| k == "DOCKER_HOST")
+        .map_or(docker::DEFAULT_HOST, |(_, v)| v.as_str());
+    // One netlink socket runs one dump at a time (a second one gets EBUSY), so the kernel's
+    // tables are read in turn while Docker is asked alongside.
+    let kernel = async {
+        Ok::<_, KernelError>((
+            k.routes().await?,
+            k.links().await?,
+            k.addrs().await?,
+            k.neighbours().await?,
+        ))
+    };
+    let (tables, docker) = tokio::join!(kernel, docker::inspect_all(host, config.docker_timeout_ms));
+    let (routes, links, addrs, neighbours) = tables?;
+    let mut skipped: Vec<Skipped> = input.skipped;
+    let raw = match docker {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            warn!("{}; planning with the kernel's facts only", chain(&e));
+            None
+        }
+    };
+    let networks = raw.as_ref().map(|ns| {
+        ns.iter()
+            .filter_map(|n| docker::from_inspect(n, &mut skipped))
+            .collect()
+    });
+    let mut tunnel = input.tunnel;
+    if links.iter().any(|l| l.name == tunnel.dev && l.tap) {
+        tunnel.kind = TunnelKind::Tap;
+    }
+    let facts = Facts {
+        tunnel,
+        pushes: input.pushes,
+        routes,
+        links,
+        addrs,
+        neighbours,
+        docker: networks,
+        skipped,
+    };
+    Ok(Gathered { facts, docker: raw })
+}
+
+struct Gathered {
+    facts: Facts,
+    docker: Option<Vec<bollard::models::NetworkInspect>>,
+}
+
+/// `vpnfix plan`: the plan for a bundle or for this host, as text or JSON. Changes nothing.
 pub fn plan(args: &PlanArgs) -> Result<String, Error> {
-    let dir = args.from.as_deref().ok_or(Error::NotLive)?;
-    let b = bundle::read(dir)?;
-    let (facts, config) = facts_from(b, &args.select)?;
+    let env = environment();
+    let (facts, config) = match &args.from {
+        Some(dir) => facts_from_bundle(bundle::read(dir)?, &args.select)?,
+        None => {
+            let config = load_config(&env, &args.select.config_layer());
+            let input = selected_input(&env, &[], &args.select)?;
+            let facts = runtime().block_on(async {
+                let k = Kernel::connect()?;
+                gather(&k, &config, &env, input).await.map(|g| g.facts)
+            })?;
+            (facts, config)
+        }
+    };
     let plan = plan::plan(&facts, &config);
     Ok(if args.json {
         serde_json::to_string_pretty(&plan)? + "\n"
@@ -39,29 +185,19 @@ pub fn plan(args: &PlanArgs) -> Result<String, Error> {
 }
 
 /// Facts and configuration from a bundle, with the command line's overrides.
-fn facts_from(b: bundle::Bundle, sel: &Selection) -> Result<(Facts, Config), Error> {
-    let mut env = b.env.clone();
-    if let Some(dev) = &sel.dev {
-        env.retain(|(k, _)| k != "dev");
-        env.push(("dev".into(), dev.clone()));
-    }
-    let input = hook::openvpn::parse(env, &[], None)?;
+fn facts_from_bundle(b: bundle::Bundle, sel: &Selection) -> Result<(Facts, Config), Error> {
+    let input = selected_input(&b.env, &[], sel)?;
     let (config, config_skipped) = Config::from_layers([b.env.as_slice(), sel.config_layer().as_slice()]);
     let mut tunnel = input.tunnel;
     if b.links.iter().any(|l| l.name == tunnel.dev && l.tap) {
         tunnel.kind = TunnelKind::Tap;
     }
-    let pushes = if sel.routes.is_empty() {
-        input.pushes
-    } else {
-        flag_pushes(&sel.routes)
-    };
     let mut skipped = config_skipped;
     skipped.extend(input.skipped);
     skipped.extend(b.skipped);
     let facts = Facts {
         tunnel,
-        pushes,
+        pushes: input.pushes,
         routes: b.routes,
         links: b.links,
         addrs: b.addrs,
@@ -72,14 +208,189 @@ fn facts_from(b: bundle::Bundle, sel: &Selection) -> Result<(Facts, Config), Err
     Ok((facts, config))
 }
 
-fn flag_pushes(routes: &[ipnet::IpNet]) -> Vec<Push> {
-    routes
-        .iter()
-        .map(|r| Push {
-            dst: r.trunc(),
-            gateway: None,
-            metric: None,
-            origin: "--route".into(),
-        })
-        .collect()
+/// `vpnfix snapshot DIR`: writes this host's facts as a bundle.
+pub fn snapshot(args: &SnapshotArgs) -> Result<String, Error> {
+    let env = environment();
+    let config = load_config(&env, &[]);
+    let hook_env: Vec<(String, String)> = env.iter().filter(|(k, _)| is_hook_variable(k)).cloned().collect();
+    let g = runtime().block_on(async {
+        let k = Kernel::connect()?;
+        let input = hook::openvpn::parse(hook_env.clone(), &[], None).unwrap_or_default();
+        gather(&k, &config, &env, input).await
+    })?;
+    let f = &g.facts;
+    let snap = bundle::Snapshot {
+        routes: &f.routes,
+        links: &f.links,
+        addrs: &f.addrs,
+        neighbours: &f.neighbours,
+        docker: g.docker.as_deref(),
+        env: &hook_env,
+    };
+    bundle::write(&args.dir, &snap)?;
+    Ok(format!("wrote {}\n", args.dir.display()))
+}
+
+/// The variables a bundle's `env` keeps: OpenVPN's, NetworkManager's VPN ones and vpnfix's.
+fn is_hook_variable(k: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "script_type",
+        "dev",
+        "dev_type",
+        "redirect_gateway",
+        "net_gateway_ipv6",
+        "signal",
+    ];
+    const PREFIX: &[&str] = &[
+        "route_",
+        "ifconfig_",
+        "trusted_",
+        "VPNFIX_",
+        "VPN_",
+        "NM_DISPATCHER_ACTION",
+    ];
+    EXACT.contains(&k) || PREFIX.iter().any(|p| k.starts_with(p))
+}
+
+/// `vpnfix apply`: what route-up does, by hand.
+pub fn apply(sel: &Selection) -> Result<String, Error> {
+    let env = environment();
+    let config = load_config(&env, &sel.config_layer());
+    let input = selected_input(&env, &[], sel)?;
+    connect(&config, &env, input).map(|n| format!("{n}\n"))
+}
+
+/// `vpnfix cleanup`: undoes what the state records for one tunnel, or everything vpnfix added.
+pub fn cleanup(args: &CleanupArgs) -> Result<String, Error> {
+    let env = environment();
+    let config = load_config(&env, &[]);
+    runtime().block_on(async {
+        let k = Kernel::connect()?;
+        let dir = StateDir::open(&config.state_dir)?;
+        let mut failed = 0;
+        let tunnels = match &args.dev {
+            Some(d) => vec![d.clone()],
+            None => dir.tunnels()?,
+        };
+        for t in tunnels {
+            let _lock = dir.lock(&t)?;
+            failed += report_removed(apply::remove(&k, &dir, &t).await?);
+        }
+        if args.all {
+            failed += report_removed(apply::sweep_all(&k, config.proto).await?);
+        }
+        if failed > 0 {
+            return Err(Error::Partial(failed));
+        }
+        Ok(String::new())
+    })
+}
+
+fn report_removed(r: apply::Removed) -> usize {
+    for e in &r.failed {
+        error!("{}", chain(e));
+    }
+    debug!("removed {}, already gone {}", r.deleted, r.gone);
+    r.failed.len()
+}
+
+/// Sweep, gather, plan, install, for one tunnel; returns a one-line summary.
+fn connect(config: &Config, env: &[(String, String)], input: HookInput) -> Result<String, Error> {
+    let dev = input.tunnel.dev.clone();
+    runtime().block_on(async {
+        let k = Kernel::connect()?;
+        if config.dry_run {
+            let g = gather(&k, config, env, input).await?;
+            let p = plan::plan(&g.facts, config);
+            return Ok(report::plan_text(&g.facts, &p));
+        }
+        let dir = StateDir::open(&config.state_dir)?;
+        let _lock = dir.lock(&dev)?;
+        apply::sweep(&k, &dir, &dev, config.proto).await?;
+        let g = gather(&k, config, env, input).await?;
+        let p = plan::plan(&g.facts, config);
+        for s in &p.skipped {
+            warn!("{s}");
+        }
+        for n in &p.notes {
+            info!("{n}");
+        }
+        let done = apply::install(&k, &dir, &p, config.proto).await?;
+        Ok(format!(
+            "{dev}: {} route(s) added, {} already there, {} blocked by foreign routes, {} not verified",
+            done.added, done.present, done.blocked, done.unverified
+        ))
+    })
+}
+
+/// Undoes a tunnel's routes; unprivileged, says once what happens instead.
+fn disconnect(config: &Config, dev: &str) -> Result<(), Error> {
+    if !nix::unistd::geteuid().is_root() {
+        warn!(
+            "running unprivileged (OpenVPN `user`/`group`?): cannot remove routes; the tunnel's routes die with {dev}, \
+             bridge routes are swept at the next connect or by `vpnfix cleanup` as root"
+        );
+        return Ok(());
+    }
+    runtime().block_on(async {
+        let k = Kernel::connect()?;
+        let dir = StateDir::open(&config.state_dir)?;
+        let _lock = dir.lock(dev)?;
+        match apply::remove(&k, &dir, dev).await {
+            Ok(r) => match report_removed(r) {
+                0 => Ok(()),
+                n => Err(Error::Partial(n)),
+            },
+            Err(ApplyError::State(e @ StateError::Corrupt { .. })) => {
+                warn!("{}", chain(&e));
+                apply::sweep(&k, &dir, dev, config.proto).await?;
+                dir.remove(dev)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// Runs an OpenVPN hook and returns the exit status OpenVPN needs: always 0 from `up`,
+/// `route-pre-down` and `down` (non-zero there aborts or kills OpenVPN); from `route-up`
+/// non-zero only when `VPNFIX_STRICT` is set and something failed.
+pub fn openvpn_hook(inv: Invocation) -> ExitCode {
+    let env = environment();
+    let input = hook::openvpn::parse(env.clone(), &inv.args, inv.mode.as_deref());
+    let config = load_config(&env, &[]);
+    let kind = inv
+        .mode
+        .clone()
+        .or_else(|| env.iter().find(|(k, _)| k == "script_type").map(|(_, v)| v.clone()));
+    let strict_exit = kind.as_deref() == Some("route-up") && config.strict;
+    let failed = match input {
+        Err(e) => {
+            error!("{}; nothing done", chain(&e));
+            true
+        }
+        Ok(input) => run_event(&config, &env, input)
+            .map_err(|e| error!("{}", chain(&e)))
+            .is_err(),
+    };
+    if failed && strict_exit {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run_event(config: &Config, env: &[(String, String)], input: HookInput) -> Result<(), Error> {
+    match input.event {
+        Some(Event::Connect) => {
+            let summary = connect(config, env, input)?;
+            debug!("{summary}");
+            Ok(())
+        }
+        Some(Event::Disconnect) => disconnect(config, &input.tunnel.dev),
+        None => {
+            debug!("nothing to do for script_type {:?}", input.script_type);
+            Ok(())
+        }
+    }
 }

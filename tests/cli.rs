@@ -123,7 +123,8 @@ fn bad_input_gets_one_clear_line_and_a_usage_exit() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with("vpnfix: cannot read the bundle: ") && err.contains("route.json is not the JSON"),
+        err.starts_with("vpnfix: error: /")
+            && err.contains("route.json is not the JSON that `ip -j route show table main` prints: "),
         "{err}"
     );
     std::fs::remove_file(tmp.join("route.json")).unwrap();
@@ -146,4 +147,38 @@ fn bad_input_gets_one_clear_line_and_a_usage_exit() {
     );
     let out = vpnfix(&["plan", "--bogus"]);
     assert_eq!(out.status.code(), Some(2), "misuse is exit 2 (clap)");
+}
+
+fn hook(env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpnfix"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn hooks_never_fail_openvpn_unless_route_up_is_strict() {
+    for st in ["up", "route-pre-down", "down", "route-up"] {
+        let out = hook(&[("script_type", st)], &[]);
+        assert_eq!(out.status.code(), Some(0), "{st}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            err,
+            "vpnfix: error: no tunnel device: neither the variable `dev` nor a first argument names it; nothing done\n",
+            "{st}"
+        );
+    }
+    let strict = hook(&[("script_type", "route-up"), ("VPNFIX_STRICT", "true")], &[]);
+    assert_eq!(
+        strict.status.code(),
+        Some(1),
+        "route-up under VPNFIX_STRICT reports failure"
+    );
+    let strict_down = hook(&[("script_type", "down"), ("VPNFIX_STRICT", "true")], &[]);
+    assert_eq!(strict_down.status.code(), Some(0), "down never fails, strict or not");
+    let ignored = hook(&[("script_type", "ipchange"), ("dev", "tun0")], &["192.0.2.1 1194"]);
+    assert_eq!(ignored.status.code(), Some(0));
+    assert!(ignored.stderr.is_empty(), "quiet when there is nothing to do");
 }

@@ -121,22 +121,17 @@ pub(super) fn assemble(
     }
     let mut left = config.max_routes;
     let mut add = Vec::new();
+    let mut over: Vec<(Prefix, usize)> = Vec::new();
     for (root, mut routes) in roots.iter().zip(per_root) {
         if routes.len() > left {
-            skipped.push(Skipped::new(
-                root.to_string(),
-                format!(
-                    "needs {} routes, more than the {left} left of the cap of {} (VPNFIX_MAX_ROUTES); none added for this range",
-                    routes.len(),
-                    config.max_routes
-                ),
-            ));
+            over.push((*root, routes.len()));
             continue;
         }
         left -= routes.len();
         routes.sort();
         add.extend(routes.into_iter().map(|(b, t)| planned(facts, ix, pushes, b, t)));
     }
+    skipped.extend(over_cap(&over, left, config.max_routes));
     add.sort_by(|a, b| a.dst.cmp(&b.dst).then(a.dev.cmp(&b.dev)));
     let conflicts = conflicts(config, ix, pushes, &ranges, &add);
     let notes = notes(facts, config, &conflicts);
@@ -150,11 +145,48 @@ pub(super) fn assemble(
     }
 }
 
+/// One line per range over the cap; past three ranges, one line for all of them.
+fn over_cap(over: &[(Prefix, usize)], left: usize, cap: usize) -> Vec<Skipped> {
+    let tail = format!("more than the {left} left of the cap of {cap} (VPNFIX_MAX_ROUTES)");
+    let routes = |n: usize| {
+        if n == 1 {
+            "1 route".to_string()
+        } else {
+            format!("{n} routes")
+        }
+    };
+    if over.len() <= 3 {
+        let line = |(r, n): &(Prefix, usize)| {
+            Skipped::new(
+                r.to_string(),
+                format!("needs {}, {tail}; none added for this range", routes(*n)),
+            )
+        };
+        return over.iter().map(line).collect();
+    }
+    let total = over.iter().map(|(_, n)| n).sum();
+    let subject = format!("{} and {} more ranges", over[0].0, over.len() - 1);
+    vec![Skipped::new(
+        subject,
+        format!("need {}, {tail}; none added for them", routes(total)),
+    )]
+}
+
 fn planned(facts: &Facts, ix: &Index, pushes: &[&Push], b: Prefix, t: Target) -> PlannedRoute {
-    let (_, pi) = ix.pushes.longest(b.v6, b.addr).expect("a planned block lies in a push");
+    // The longest push containing the whole block; a block that merges several sibling pushes
+    // is named after the one its first address belongs to. Blocks never span local networks
+    // (each is in the table, and the split rule makes blocks longer than table routes).
+    let whole = |(p, _): &(Prefix, &[usize])| p.len <= b.len;
+    let pi = ix
+        .pushes
+        .matches(b.v6, b.addr)
+        .find(whole)
+        .or_else(|| ix.pushes.longest(b.v6, b.addr));
+    let (_, pi) = pi.expect("a planned block lies in a push");
     let (_, li) = ix
         .locals
-        .longest(b.v6, b.addr)
+        .matches(b.v6, b.addr)
+        .find(whole)
         .expect("a planned block lies in a local network");
     let local = &ix.local_nets[li[0]];
     let (dev, gateway, side) = match t {
@@ -240,7 +272,12 @@ fn notes(facts: &Facts, config: &Config, conflicts: &[Conflict]) -> Vec<String> 
     }
     for (l, ranges) in by_local {
         let owner = l.owner();
-        let ranges = ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let ranges = aggregate(&ranges);
+        let mut listed: Vec<String> = ranges.iter().take(3).map(ToString::to_string).collect();
+        if ranges.len() > 3 {
+            listed.push(format!("{} more", ranges.len() - 3));
+        }
+        let ranges = listed.join(", ");
         notes.push(match config.policy {
             Policy::Split => format!(
                 "containers on {owner} still cannot reach the VPN side of {ranges} themselves (their subnet {} says it is on-link); `vpnfix suggest` proposes a subnet that does not collide",

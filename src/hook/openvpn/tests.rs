@@ -193,3 +193,43 @@ fn a_tunnel_must_be_named_and_named_sanely() {
         Err(HookError::BadDevice("a-very-long-interface".into()))
     );
 }
+
+#[test]
+fn hook_invocations_are_told_from_commands() {
+    use crate::hook::{detect, Invocation};
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let ovpn = env(&[("script_type", "down"), ("dev", "tun0")]);
+    let cmds = ["plan", "apply", "cleanup"];
+    assert_eq!(
+        detect(
+            &s(&["tun0", "1500", "0", "10.8.0.2", "255.255.255.0", "init"]),
+            &ovpn,
+            &cmds
+        ),
+        Some(Invocation {
+            mode: None,
+            args: s(&["tun0", "1500", "0", "10.8.0.2", "255.255.255.0", "init"])
+        })
+    );
+    assert_eq!(
+        detect(&[], &ovpn, &cmds),
+        Some(Invocation {
+            mode: None,
+            args: vec![]
+        })
+    );
+    assert_eq!(
+        detect(&s(&["down", "tun0"]), &[], &cmds),
+        Some(Invocation {
+            mode: Some("down".into()),
+            args: s(&["tun0"])
+        })
+    );
+    assert_eq!(
+        detect(&s(&["plan"]), &ovpn, &cmds),
+        None,
+        "a manual command inside a hook environment is still a command"
+    );
+    assert_eq!(detect(&s(&["plan"]), &[], &cmds), None);
+    assert_eq!(detect(&[], &[], &cmds), None);
+}

@@ -1,0 +1,77 @@
+//! Logging: every line to stderr (OpenVPN copies a script's stderr into its own log, and manual
+//! use reads it there), and to syslog with ident `vpnfix` when `/dev/log` exists.
+
+use crate::config::LogLevel;
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::io::Write;
+use std::sync::Mutex;
+
+type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
+struct Logger {
+    syslog: Option<Mutex<Syslog>>,
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let msg = record.args().to_string();
+        let prefix = match record.level() {
+            Level::Error => "error: ",
+            Level::Warn => "warning: ",
+            _ => "",
+        };
+        let _ = writeln!(std::io::stderr().lock(), "vpnfix: {prefix}{msg}");
+        if let Some(Ok(mut s)) = self.syslog.as_ref().map(Mutex::lock) {
+            let _ = match record.level() {
+                Level::Error => s.err(msg),
+                Level::Warn => s.warning(msg),
+                Level::Info => s.info(msg),
+                _ => s.debug(msg),
+            };
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the logger at `level`. Syslog is used only where `/dev/log` exists, so containers
+/// and test namespaces without a syslog daemon get stderr alone.
+pub fn init(level: LogLevel) {
+    let syslog = std::path::Path::new("/dev/log")
+        .exists()
+        .then(|| {
+            syslog::unix(syslog::Formatter3164 {
+                facility: syslog::Facility::LOG_DAEMON,
+                hostname: None,
+                process: "vpnfix".into(),
+                pid: std::process::id(),
+            })
+            .ok()
+        })
+        .flatten()
+        .map(Mutex::new);
+    if log::set_boxed_logger(Box::new(Logger { syslog })).is_ok() {
+        log::set_max_level(filter(level));
+    }
+}
+
+/// Changes the level (configuration is read after the logger starts).
+pub fn set_level(level: LogLevel) {
+    log::set_max_level(filter(level));
+}
+
+fn filter(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Error => LevelFilter::Error,
+        LogLevel::Warn => LevelFilter::Warn,
+        LogLevel::Info => LevelFilter::Info,
+        LogLevel::Debug => LevelFilter::Debug,
+    }
+}

@@ -1,0 +1,306 @@
+//! Per-tunnel state in `/run/vpnfix/<dev>.json`: versioned JSON, written by atomic rename, read
+//! and written under an exclusive `flock` on `<dev>.lock`, in a root-only directory.
+//!
+//! The state is written twice per connect: the intent (every planned route, `pending`) before
+//! the first change, then what really happened. A crash in between leaves a record from which
+//! the next connect or `cleanup` restores the table; and because every route carries vpnfix's
+//! protocol number, even a lost state file cannot hide a route from the sweep.
+
+use crate::kernel::RouteSpec;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The state format's version.
+pub const VERSION: u32 = 1;
+
+/// A state problem.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The directory is unsafe to trust.
+    #[error("refusing state directory {path}: {why}")]
+    Unsafe {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A file operation failed.
+    #[error("cannot {what} {path}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A state file that is not vpnfix's JSON (truncated, corrupt, another version).
+    #[error("state file {path} is unreadable; falling back to the protocol sweep")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What happened to a recorded route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Planned; the add may or may not have happened (a crash leaves this).
+    Pending,
+    /// vpnfix added it.
+    Added,
+    /// An identical route of vpnfix's was already there.
+    Present,
+}
+
+/// One route in the state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The route, exactly as added.
+    #[serde(flatten)]
+    pub route: RouteSpec,
+    /// What happened to it.
+    pub status: Status,
+}
+
+/// A tunnel's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// [`VERSION`].
+    pub version: u32,
+    /// The tunnel device.
+    pub tunnel: String,
+    /// The routes vpnfix added (or meant to).
+    pub routes: Vec<Entry>,
+}
+
+/// The state directory, checked: owned by us, not group/other-writable, not a symlink.
+#[derive(Debug)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating, mode 0700) the directory, refusing one that others could tamper with.
+    pub fn open(path: &Path) -> Result<StateDir, StateError> {
+        let io = |what, source| StateError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        };
+        match fs::DirBuilder::new().mode(0o700).create(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("create", e)),
+        }
+        let meta = fs::symlink_metadata(path).map_err(|e| io("inspect", e))?;
+        let unsafe_dir = |why: &str| {
+            Err(StateError::Unsafe {
+                path: path.to_path_buf(),
+                why: why.into(),
+            })
+        };
+        if meta.file_type().is_symlink() {
+            return unsafe_dir("it is a symlink");
+        }
+        if !meta.is_dir() {
+            return unsafe_dir("it is not a directory");
+        }
+        if meta.uid() != nix::unistd::geteuid().as_raw() {
+            return unsafe_dir(&format!("owned by uid {}, not by us", meta.uid()));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return unsafe_dir(&format!(
+                "mode {:o} lets others write",
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        Ok(StateDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn file(&self, tunnel: &str, ext: &str) -> PathBuf {
+        self.path.join(format!("{tunnel}.{ext}"))
+    }
+
+    /// Takes the tunnel's lock, waiting for another vpnfix of the same tunnel to finish. The
+    /// kernel drops a `flock` when its holder dies, so a killed process never leaves it stale.
+    pub fn lock(&self, tunnel: &str) -> Result<Flock<File>, StateError> {
+        let path = self.file(tunnel, "lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|source| StateError::Io {
+                what: "open",
+                path: path.clone(),
+                source,
+            })?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
+            what: "lock",
+            path,
+            source: e.into(),
+        })
+    }
+
+    /// Reads a tunnel's state; `Ok(None)` when there is none.
+    pub fn read(&self, tunnel: &str) -> Result<Option<State>, StateError> {
+        let path = self.file(tunnel, "json");
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StateError::Io {
+                    what: "read",
+                    path,
+                    source,
+                })
+            }
+        };
+        let state: State = serde_json::from_slice(&text).map_err(|source| StateError::Corrupt { path, source })?;
+        Ok(Some(state))
+    }
+
+    /// Writes a tunnel's state atomically: a temporary file, fsync, rename.
+    pub fn write(&self, state: &State) -> Result<(), StateError> {
+        let path = self.file(&state.tunnel, "json");
+        let tmp = self.file(&state.tunnel, "json.tmp");
+        let io = |what, source| StateError::Io {
+            what,
+            path: tmp.clone(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(state).expect("state serializes");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| io("write", e))?;
+        f.write_all(&json)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io("write", e))?;
+        fs::rename(&tmp, &path).map_err(|source| StateError::Io {
+            what: "rename into",
+            path,
+            source,
+        })
+    }
+
+    /// Removes a tunnel's state (absent is fine).
+    pub fn remove(&self, tunnel: &str) -> Result<(), StateError> {
+        let path = self.file(tunnel, "json");
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Io {
+                what: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// The tunnels that have a state file.
+    pub fn tunnels(&self) -> Result<Vec<String>, StateError> {
+        let rd = fs::read_dir(&self.path).map_err(|source| StateError::Io {
+            what: "list",
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut out: Vec<String> = rd
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_string)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("vpnfix-state-{tag}-{}", std::process::id()))
+    }
+
+    fn spec(dst: &str) -> RouteSpec {
+        RouteSpec {
+            dst: dst.parse().unwrap(),
+            dev: "tun0".into(),
+            gateway: None,
+            table: 254,
+            protocol: 86,
+        }
+    }
+
+    #[test]
+    fn write_read_remove_round_trip() {
+        let path = tmpdir("rt");
+        let dir = StateDir::open(&path).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
+        let _lock = dir.lock("tun0").unwrap();
+        let s = State {
+            version: VERSION,
+            tunnel: "tun0".into(),
+            routes: vec![Entry {
+                route: spec("172.20.1.0/24"),
+                status: Status::Pending,
+            }],
+        };
+        dir.write(&s).unwrap();
+        assert_eq!(dir.read("tun0").unwrap(), Some(s));
+        assert_eq!(dir.tunnels().unwrap(), ["tun0"]);
+        dir.remove("tun0").unwrap();
+        assert_eq!(dir.read("tun0").unwrap(), None);
+        fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn unsafe_directories_and_corrupt_files_are_refused_with_a_reason() {
+        let path = tmpdir("bad");
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = StateDir::open(&path).unwrap_err().to_string();
+        assert!(err.ends_with("mode 777 lets others write"), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = tmpdir("link");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(StateDir::open(&link)
+            .unwrap_err()
+            .to_string()
+            .ends_with("it is a symlink"));
+        fs::remove_file(&link).unwrap();
+        fs::write(path.join("tun0.json"), "{\"version\":1,\"tunn").unwrap();
+        let err = StateDir::open(&path).unwrap().read("tun0").unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        fs::remove_dir_all(&path).unwrap();
+    }
+}
