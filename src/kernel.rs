@@ -99,6 +99,9 @@ pub struct RouteGet {
     pub protocol: u8,
     /// The matched route's metric.
     pub metric: u32,
+    /// The address is the host's own or a broadcast (a `local`/`broadcast` route of table
+    /// local, which the kernel consults before main): no main-table route changes its answer.
+    pub host_owned: bool,
 }
 
 /// A kernel operation that failed. Netlink causes are boxed: `rtnetlink::Error` can hold a whole
@@ -479,6 +482,7 @@ fn route_get(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<RouteGe
         table,
         protocol,
         metric: r.metric,
+        host_owned: matches!(msg.header.kind, RouteType::Local | RouteType::Broadcast),
     })
 }
 

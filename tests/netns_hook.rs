@@ -110,6 +110,10 @@ fn connect_and_check(ns: &Netns, state: &TempDir, pushed: Pushed) {
         log.contains("172.20.1.0/24 dev tun0: VPN side of 172.20.0.0/16, shared with bridge br-test"),
         "{log}"
     );
+    assert!(
+        !log.contains("still leaves via"),
+        "route get must agree with every added route: {log}"
+    );
     for (addr, dev) in [
         ("172.20.2.52", "tun0"),
         ("172.20.255.254", "tun0"),
