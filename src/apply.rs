@@ -5,7 +5,7 @@
 
 use crate::cidr::{bits_ip, Prefix};
 use crate::kernel::{Added, Deleted, KernelError, RouteGet, RouteSpec, MAIN_TABLE};
-use crate::net::{Link, Route};
+use crate::net::{Link, Push, Route};
 use crate::plan::Plan;
 use crate::state::{Entry, State, StateDir, StateError, Status, VERSION};
 use log::{info, warn};
@@ -70,13 +70,7 @@ pub struct Installed {
 }
 
 fn spec(dst: ipnet::IpNet, dev: &str, gateway: Option<IpAddr>, proto: u8) -> RouteSpec {
-    RouteSpec {
-        dst,
-        dev: dev.to_string(),
-        gateway,
-        table: MAIN_TABLE,
-        protocol: proto,
-    }
+    RouteSpec { dst, dev: dev.to_string(), gateway, table: MAIN_TABLE, protocol: proto }
 }
 
 fn of_route(r: &Route) -> Option<RouteSpec> {
@@ -89,12 +83,7 @@ fn of_route(r: &Route) -> Option<RouteSpec> {
 pub async fn sweep<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str, proto: u8) -> Result<usize, ApplyError> {
     // Dump first, read states second: another tunnel records its intent before it adds, so any
     // route of its in this dump is already claimed when its state is read.
-    let own: Vec<Route> = k
-        .routes()
-        .await?
-        .into_iter()
-        .filter(|r| r.protocol.0 == proto)
-        .collect();
+    let own: Vec<Route> = k.routes().await?.into_iter().filter(|r| r.protocol.0 == proto).collect();
     if own.is_empty() {
         return Ok(0);
     }
@@ -128,17 +117,21 @@ pub async fn sweep<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str, proto: u8) -
 
 /// Records the plan as intent, adds every route, verifies each with route get, and records
 /// what really happened. Stops at the first hard failure, leaving a true record.
-pub async fn install<K: Netlink>(k: &K, dir: &StateDir, plan: &Plan, proto: u8) -> Result<Installed, ApplyError> {
+pub async fn install<K: Netlink>(
+    k: &K,
+    dir: &StateDir,
+    plan: &Plan,
+    pushes: &[Push],
+    proto: u8,
+) -> Result<Installed, ApplyError> {
     let mut state = State {
         version: VERSION,
         tunnel: plan.tunnel.clone(),
+        pushes: pushes.to_vec(),
         routes: plan
             .add
             .iter()
-            .map(|r| Entry {
-                route: spec(r.dst, &r.dev, r.gateway, proto),
-                status: Status::Pending,
-            })
+            .map(|r| Entry { route: spec(r.dst, &r.dev, r.gateway, proto), status: Status::Pending })
             .collect(),
     };
     dir.write(&state)?;
@@ -247,13 +240,7 @@ pub async fn remove<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str) -> Result<R
 /// (`cleanup --all`). Reports every failure.
 pub async fn sweep_all<K: Netlink>(k: &K, proto: u8) -> Result<Removed, ApplyError> {
     let mut out = Removed::default();
-    for r in k
-        .routes()
-        .await?
-        .iter()
-        .filter(|r| r.protocol.0 == proto)
-        .filter_map(of_route)
-    {
+    for r in k.routes().await?.iter().filter(|r| r.protocol.0 == proto).filter_map(of_route) {
         info!("removing {r}");
         match k.delete(&r).await {
             Ok(Deleted::Deleted) => out.deleted += 1,

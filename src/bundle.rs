@@ -177,10 +177,9 @@ pub fn read(dir: &Path) -> Result<Bundle, BundleError> {
             match route(&raw, v6) {
                 Ok(Some(r)) => b.routes.push(r),
                 Ok(None) => {}
-                Err(why) => b.skipped.push(Skipped::new(
-                    format!("{file} entry {}", i + 1),
-                    format!("{why}; entry skipped"),
-                )),
+                Err(why) => {
+                    b.skipped.push(Skipped::new(format!("{file} entry {}", i + 1), format!("{why}; entry skipped")))
+                }
             }
         }
     }
@@ -191,20 +190,11 @@ pub fn read(dir: &Path) -> Result<Bundle, BundleError> {
     let neigh: Vec<RawNeigh> = json(dir, "neigh.json", "ip -j neigh show")?.unwrap_or_default();
     b.neighbours = neigh.iter().filter_map(|n| neighbour(n, &mut b.skipped)).collect();
     let networks: Option<Vec<bollard::models::NetworkInspect>> = json(dir, "docker.json", "docker network inspect")?;
-    b.docker = networks.map(|ns| {
-        ns.iter()
-            .filter_map(|n| docker::from_inspect(n, &mut b.skipped))
-            .collect()
-    });
+    b.docker = networks.map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut b.skipped)).collect());
     b.env = match std::fs::read_to_string(dir.join("env")) {
         Ok(text) => parse_kv_lines(&text),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => {
-            return Err(BundleError::Read {
-                path: dir.join("env"),
-                source,
-            })
-        }
+        Err(source) => return Err(BundleError::Read { path: dir.join("env"), source }),
     };
     Ok(b)
 }
@@ -220,29 +210,21 @@ fn json<T: serde::de::DeserializeOwned>(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(BundleError::Read { path, source }),
     };
-    serde_json::from_slice(&text)
-        .map(Some)
-        .map_err(|source| BundleError::Json { path, command, source })
+    serde_json::from_slice(&text).map(Some).map_err(|source| BundleError::Json { path, command, source })
 }
 
 /// A route from its JSON form; `Ok(None)` for entries of other tables.
 pub fn route(raw: &RawRoute, v6: bool) -> Result<Option<Route>, String> {
     let dst = parse_dst(&raw.dst, v6).ok_or_else(|| format!("dst {:?} is not a prefix", raw.dst))?;
     let ip = |s: &Option<String>| -> Result<Option<IpAddr>, String> {
-        s.as_deref()
-            .map(|g| g.parse().map_err(|_| format!("gateway {g:?} is not an address")))
-            .transpose()
+        s.as_deref().map(|g| g.parse().map_err(|_| format!("gateway {g:?} is not an address"))).transpose()
     };
     let mut gateway = ip(&raw.gateway)?;
     let mut dev = raw.dev.clone();
     if !raw.nexthops.is_empty() {
         // A multipath route leaves through one device only if all its next hops share it.
         let devs: Vec<&Option<String>> = raw.nexthops.iter().map(|n| &n.dev).collect();
-        dev = if devs.windows(2).all(|w| w[0] == w[1]) {
-            devs[0].clone()
-        } else {
-            None
-        };
+        dev = if devs.windows(2).all(|w| w[0] == w[1]) { devs[0].clone() } else { None };
         gateway = ip(&raw.nexthops[0].gateway)?;
     }
     let protocol = match raw.protocol.as_deref() {
@@ -266,16 +248,9 @@ pub fn route(raw: &RawRoute, v6: bool) -> Result<Option<Route>, String> {
 
 fn parse_dst(dst: &str, v6: bool) -> Option<IpNet> {
     if dst == "default" {
-        return Some(if v6 {
-            "::/0".parse().ok()?
-        } else {
-            "0.0.0.0/0".parse().ok()?
-        });
+        return Some(if v6 { "::/0".parse().ok()? } else { "0.0.0.0/0".parse().ok()? });
     }
-    let net = dst
-        .parse::<IpNet>()
-        .ok()
-        .or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from))?;
+    let net = dst.parse::<IpNet>().ok().or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from))?;
     (net.addr().is_ipv6() == v6 && net.trunc() == net).then_some(net)
 }
 
@@ -293,28 +268,16 @@ fn scope(s: Option<&str>) -> Option<u8> {
 /// A device from its JSON form.
 pub fn link(raw: &RawLink) -> Link {
     let info = raw.linkinfo.as_ref();
-    let tap = info
-        .and_then(|i| i.info_data.as_ref())
-        .and_then(|d| d.get("type"))
-        .and_then(|t| t.as_str())
-        == Some("tap");
-    Link {
-        index: raw.ifindex,
-        name: raw.ifname.clone(),
-        kind: info.and_then(|i| i.info_kind.clone()),
-        tap,
-    }
+    let tap =
+        info.and_then(|i| i.info_data.as_ref()).and_then(|d| d.get("type")).and_then(|t| t.as_str()) == Some("tap");
+    Link { index: raw.ifindex, name: raw.ifname.clone(), kind: info.and_then(|i| i.info_kind.clone()), tap }
 }
 
 fn addrs(raw: &RawAddrs, skipped: &mut Vec<Skipped>) -> Vec<Addr> {
     let mut out = Vec::new();
     for a in &raw.addr_info {
         match a.local.parse() {
-            Ok(addr) => out.push(Addr {
-                dev: raw.ifname.clone(),
-                addr,
-                prefix_len: a.prefixlen,
-            }),
+            Ok(addr) => out.push(Addr { dev: raw.ifname.clone(), addr, prefix_len: a.prefixlen }),
             Err(_) => skipped.push(Skipped::new(
                 format!("addr.json {}", raw.ifname),
                 format!("{:?} is not an address; entry skipped", a.local),
@@ -326,11 +289,7 @@ fn addrs(raw: &RawAddrs, skipped: &mut Vec<Skipped>) -> Vec<Addr> {
 
 fn neighbour(raw: &RawNeigh, skipped: &mut Vec<Skipped>) -> Option<Neighbour> {
     match raw.dst.parse() {
-        Ok(addr) => Some(Neighbour {
-            dev: raw.dev.clone(),
-            addr,
-            state: raw.state.clone(),
-        }),
+        Ok(addr) => Some(Neighbour { dev: raw.dev.clone(), addr, state: raw.state.clone() }),
         Err(_) => {
             skipped.push(Skipped::new(
                 format!("neigh.json {}", raw.dev),
@@ -364,34 +323,18 @@ pub fn write(dir: &Path, s: &Snapshot) -> Result<(), BundleError> {
     let put = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).map_err(io(dir.join(name)));
     let json = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("JSON values serialize");
     let (v4, v6): (Vec<&Route>, Vec<&Route>) = s.routes.iter().partition(|r| r.dst.addr().is_ipv4());
-    put(
-        "route.json",
-        json(serde_json::json!(v4.iter().map(|r| raw_route(r)).collect::<Vec<_>>())),
-    )?;
-    put(
-        "route6.json",
-        json(serde_json::json!(v6.iter().map(|r| raw_route(r)).collect::<Vec<_>>())),
-    )?;
-    put(
-        "link.json",
-        json(serde_json::json!(s.links.iter().map(raw_link).collect::<Vec<_>>())),
-    )?;
+    put("route.json", json(serde_json::json!(v4.iter().map(|r| raw_route(r)).collect::<Vec<_>>())))?;
+    put("route6.json", json(serde_json::json!(v6.iter().map(|r| raw_route(r)).collect::<Vec<_>>())))?;
+    put("link.json", json(serde_json::json!(s.links.iter().map(raw_link).collect::<Vec<_>>())))?;
     put("addr.json", json(serde_json::json!(raw_addrs(s.addrs))))?;
     let neigh: Vec<RawNeigh> = s
         .neighbours
         .iter()
-        .map(|n| RawNeigh {
-            dst: n.addr.to_string(),
-            dev: n.dev.clone(),
-            state: n.state.clone(),
-        })
+        .map(|n| RawNeigh { dst: n.addr.to_string(), dev: n.dev.clone(), state: n.state.clone() })
         .collect();
     put("neigh.json", json(serde_json::json!(neigh)))?;
     if let Some(d) = s.docker {
-        put(
-            "docker.json",
-            serde_json::to_vec_pretty(d).expect("Docker's models serialize"),
-        )?;
+        put("docker.json", serde_json::to_vec_pretty(d).expect("Docker's models serialize"))?;
     }
     let env: String = s.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     put("env", env.into_bytes())
@@ -407,11 +350,7 @@ fn raw_route(r: &Route) -> RawRoute {
     };
     RawRoute {
         kind: (r.kind == RouteKind::Reject).then(|| "unreachable".to_string()),
-        dst: if r.dst.prefix_len() == 0 {
-            "default".into()
-        } else {
-            r.dst.to_string()
-        },
+        dst: if r.dst.prefix_len() == 0 { "default".into() } else { r.dst.to_string() },
         gateway: r.gateway.map(|g| g.to_string()),
         dev: r.dev.clone(),
         protocol: (r.protocol.0 != 3).then(|| r.protocol.to_string()),
@@ -443,10 +382,7 @@ fn raw_addrs(addrs: &[Addr]) -> Vec<RawAddrs> {
         };
         match out.iter_mut().find(|d| d.ifname == a.dev) {
             Some(d) => d.addr_info.push(entry),
-            None => out.push(RawAddrs {
-                ifname: a.dev.clone(),
-                addr_info: vec![entry],
-            }),
+            None => out.push(RawAddrs { ifname: a.dev.clone(), addr_info: vec![entry] }),
         }
     }
     out
@@ -462,35 +398,23 @@ mod tests {
 
     #[test]
     fn routes_as_iproute2_prints_them() {
-        let r = route(
-            &raw(r#"{"dst":"172.20.0.0/16","gateway":"10.8.0.1","dev":"tun0","flags":[]}"#),
-            false,
-        )
-        .unwrap()
-        .unwrap();
+        let r = route(&raw(r#"{"dst":"172.20.0.0/16","gateway":"10.8.0.1","dev":"tun0","flags":[]}"#), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.to_string(), "172.20.0.0/16 via 10.8.0.1 dev tun0 proto boot metric 0");
         let r = route(&raw(r#"{"dst":"172.20.0.0/16","dev":"br-x","protocol":"kernel","scope":"link","prefsrc":"172.20.0.1","flags":[]}"#), false).unwrap().unwrap();
         assert!(r.is_on_link());
-        let r = route(
-            &raw(r#"{"dst":"10.0.1.66","dev":"tun0","protocol":"kernel","scope":"link","flags":[]}"#),
-            false,
-        )
-        .unwrap()
-        .unwrap();
+        let r = route(&raw(r#"{"dst":"10.0.1.66","dev":"tun0","protocol":"kernel","scope":"link","flags":[]}"#), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.dst.to_string(), "10.0.1.66/32");
-        let r = route(
-            &raw(r#"{"dst":"default","gateway":"fe80::1","dev":"eth0","metric":1024,"flags":[]}"#),
-            true,
-        )
-        .unwrap()
-        .unwrap();
+        let r = route(&raw(r#"{"dst":"default","gateway":"fe80::1","dev":"eth0","metric":1024,"flags":[]}"#), true)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.dst.to_string(), "::/0");
-        let r = route(
-            &raw(r#"{"type":"unreachable","dst":"10.0.0.0/8","protocol":"86","flags":[]}"#),
-            false,
-        )
-        .unwrap()
-        .unwrap();
+        let r = route(&raw(r#"{"type":"unreachable","dst":"10.0.0.0/8","protocol":"86","flags":[]}"#), false)
+            .unwrap()
+            .unwrap();
         assert_eq!((r.kind, r.dev, r.protocol), (RouteKind::Reject, None, Proto(86)));
         let r = route(&raw(r#"{"dst":"10.9.0.0/16","nexthops":[{"gateway":"10.0.0.1","dev":"eth0"},{"gateway":"10.1.0.1","dev":"eth1"}],"flags":[]}"#), false).unwrap().unwrap();
         assert_eq!(r.dev, None, "multipath over two devices has no single device");
@@ -499,23 +423,11 @@ mod tests {
     #[test]
     fn bad_route_entries_say_what_is_wrong() {
         let cases = [
-            (
-                r#"{"dst":"172.20.0.0/33","flags":[]}"#,
-                "dst \"172.20.0.0/33\" is not a prefix",
-            ),
-            (
-                r#"{"dst":"172.20.0.1/16","flags":[]}"#,
-                "dst \"172.20.0.1/16\" is not a prefix",
-            ),
+            (r#"{"dst":"172.20.0.0/33","flags":[]}"#, "dst \"172.20.0.0/33\" is not a prefix"),
+            (r#"{"dst":"172.20.0.1/16","flags":[]}"#, "dst \"172.20.0.1/16\" is not a prefix"),
             (r#"{"dst":"fd00::/64","flags":[]}"#, "dst \"fd00::/64\" is not a prefix"),
-            (
-                r#"{"dst":"10.0.0.0/8","gateway":"x","flags":[]}"#,
-                "gateway \"x\" is not an address",
-            ),
-            (
-                r#"{"dst":"10.0.0.0/8","protocol":"martian","flags":[]}"#,
-                "protocol \"martian\" is unknown",
-            ),
+            (r#"{"dst":"10.0.0.0/8","gateway":"x","flags":[]}"#, "gateway \"x\" is not an address"),
+            (r#"{"dst":"10.0.0.0/8","protocol":"martian","flags":[]}"#, "protocol \"martian\" is unknown"),
         ];
         for (json, why) in cases {
             assert_eq!(route(&raw(json), false).unwrap_err(), why);
@@ -541,11 +453,8 @@ mod tests {
 
     #[test]
     fn a_written_bundle_reads_back_to_the_same_facts() {
-        let src = read(Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/bundles/shop-ipv6-aggregate"
-        )))
-        .unwrap();
+        let src = read(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bundles/shop-ipv6-aggregate")))
+            .unwrap();
         let docker: Vec<bollard::models::NetworkInspect> = serde_json::from_str(
             &std::fs::read_to_string(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -583,9 +492,6 @@ mod tests {
         std::fs::write(dir.join("route.json"), "[{\"dst\": ").unwrap();
         let err = read(&dir).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(
-            err.ends_with("route.json is not the JSON that `ip -j route show table main` prints"),
-            "{err}"
-        );
+        assert!(err.ends_with("route.json is not the JSON that `ip -j route show table main` prints"), "{err}");
     }
 }

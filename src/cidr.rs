@@ -33,11 +33,7 @@ impl Prefix {
     /// The block of `len` bits that contains the address `addr` of the given family.
     pub fn of(v6: bool, addr: u128, len: u8) -> Prefix {
         let max = if v6 { 128 } else { 32 };
-        Prefix {
-            v6,
-            addr: addr & mask(len, max),
-            len,
-        }
+        Prefix { v6, addr: addr & mask(len, max), len }
     }
 
     /// The single-address block of an IP address.
@@ -73,14 +69,7 @@ impl Prefix {
         }
         let len = self.len + 1;
         let bit = 1u128 << (self.max_len() - len);
-        Some((
-            Prefix { len, ..self },
-            Prefix {
-                len,
-                addr: self.addr | bit,
-                ..self
-            },
-        ))
+        Some((Prefix { len, ..self }, Prefix { len, addr: self.addr | bit, ..self }))
     }
 
     /// The intersection of two blocks: the longer one when they nest.
@@ -112,11 +101,7 @@ impl Prefix {
 impl From<IpNet> for Prefix {
     fn from(net: IpNet) -> Prefix {
         let (v6, addr) = ip_bits(net.network());
-        Prefix {
-            v6,
-            addr,
-            len: net.prefix_len(),
-        }
+        Prefix { v6, addr, len: net.prefix_len() }
     }
 }
 
@@ -225,10 +210,7 @@ pub struct LpmTable<T> {
 
 impl<T> Default for LpmTable<T> {
     fn default() -> Self {
-        LpmTable {
-            by_prefix: HashMap::new(),
-            lens: [Vec::new(), Vec::new()],
-        }
+        LpmTable { by_prefix: HashMap::new(), lens: [Vec::new(), Vec::new()] }
     }
 }
 
@@ -294,19 +276,10 @@ mod tests {
         assert!(!b.overlaps(p("172.21.0.0/16")));
         assert!(!b.contains(p("::/0")), "families never mix");
         let (lo, hi) = b.halves().unwrap();
-        assert_eq!(
-            (lo.to_string(), hi.to_string()),
-            ("172.20.0.0/17".into(), "172.20.128.0/17".into())
-        );
-        assert_eq!(
-            b.last(),
-            u32::from("172.20.255.255".parse::<Ipv4Addr>().unwrap()) as u128
-        );
+        assert_eq!((lo.to_string(), hi.to_string()), ("172.20.0.0/17".into(), "172.20.128.0/17".into()));
+        assert_eq!(b.last(), u32::from("172.20.255.255".parse::<Ipv4Addr>().unwrap()) as u128);
         assert!(p("10.0.0.1/32").halves().is_none());
-        assert_eq!(
-            p("fd42:22::/64").halves().unwrap().1.to_string(),
-            "fd42:22:0:0:8000::/65"
-        );
+        assert_eq!(p("fd42:22::/64").halves().unwrap().1.to_string(), "fd42:22:0:0:8000::/65");
         assert_eq!(p("::/0").last(), u128::MAX);
         assert_eq!(p("0.0.0.0/0").last(), u32::MAX as u128);
     }
@@ -337,11 +310,7 @@ mod tests {
         assert_eq!(t.longest(v6, a).unwrap().1, &["eth"]);
         let (v6, a) = ip_bits("::1".parse().unwrap());
         assert!(t.longest(v6, a).is_none());
-        assert_eq!(
-            t.matches(false, u32::from(Ipv4Addr::new(172, 20, 2, 1)) as u128)
-                .count(),
-            3
-        );
+        assert_eq!(t.matches(false, u32::from(Ipv4Addr::new(172, 20, 2, 1)) as u128).count(), 3);
     }
 
     #[test]

@@ -36,10 +36,25 @@ pub enum Command {
     /// environment as a bundle that `plan --from` reads anywhere.
     #[command(after_help = "Example:\n  vpnfix snapshot /tmp/my-laptop && vpnfix plan --from /tmp/my-laptop")]
     Snapshot(SnapshotArgs),
+    /// Per tunnel: what vpnfix added, whether each route is still in the kernel, and the
+    /// conflicts live now.
+    #[command(after_help = "Examples:\n  vpnfix status\n  vpnfix status --dev tun0 --json")]
+    Status(StatusArgs),
+}
+
+/// `vpnfix status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this tunnel.
+    #[arg(long, value_name = "DEV")]
+    pub dev: Option<String>,
+    /// Print one JSON object `{"tunnels": […]}` instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The subcommand names, for telling manual use from hook invocations.
-pub const COMMANDS: &[&str] = &["plan", "apply", "cleanup", "snapshot", "help"];
+pub const COMMANDS: &[&str] = &["plan", "apply", "cleanup", "snapshot", "status", "help"];
 
 /// `vpnfix cleanup`.
 #[derive(Debug, Args)]

@@ -148,9 +148,7 @@ impl Config {
                 }
             }
         }
-        let config = envy::prefixed("VPNFIX_")
-            .from_iter(merged)
-            .expect("every value was checked on its own");
+        let config = envy::prefixed("VPNFIX_").from_iter(merged).expect("every value was checked on its own");
         (config, skipped)
     }
 
@@ -176,9 +174,7 @@ impl Config {
 /// Parses one setting alone (envy does the typing), then checks its range.
 fn check_one(key: &str, value: &str) -> Result<(), String> {
     let pair = [(format!("VPNFIX_{key}"), value.to_string())];
-    let c: Config = envy::prefixed("VPNFIX_")
-        .from_iter(pair)
-        .map_err(|e| expected(key, e))?;
+    let c: Config = envy::prefixed("VPNFIX_").from_iter(pair).map_err(|e| expected(key, e))?;
     let max_len = |v6: bool| if v6 { 128 } else { 32 };
     let bad_len = |len: u8, v6: bool| len > max_len(v6);
     let out_of_range = match key {
@@ -277,10 +273,7 @@ mod tests {
         assert_eq!((c.keep_prefix_v4, c.keep_prefix_v6), (28, 112));
         assert_eq!(c.keep.len(), 2);
         assert_eq!(c.vpn, vec!["172.20.9.0/24".parse::<IpNet>().unwrap()]);
-        assert_eq!(
-            (c.min_prefix_v4, c.min_prefix_v6, c.max_routes, c.proto),
-            (12, 32, 50, 201)
-        );
+        assert_eq!((c.min_prefix_v4, c.min_prefix_v6, c.max_routes, c.proto), (12, 32, 50, 201));
         assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.docker_timeout_ms, 250);
         assert!(c.strict && c.dry_run);
@@ -319,11 +312,7 @@ mod tests {
         let text = "# comment\n\nVPNFIX_POLICY=\"vpn\"\ntls_id_0=CN=server\n  VPNFIX_LOG = 'warn'\nnonsense\n";
         assert_eq!(
             parse_kv_lines(text),
-            layer(&[
-                ("VPNFIX_POLICY", "vpn"),
-                ("tls_id_0", "CN=server"),
-                ("VPNFIX_LOG", "warn")
-            ])
+            layer(&[("VPNFIX_POLICY", "vpn"), ("tls_id_0", "CN=server"), ("VPNFIX_LOG", "warn")])
         );
     }
 }

@@ -52,32 +52,18 @@ pub async fn inspect_all(host: &str, timeout_ms: u64) -> Result<Vec<NetworkInspe
     let limit = Duration::from_millis(timeout_ms);
     match tokio::time::timeout(limit, inspect_all_inner(host)).await {
         Ok(r) => r,
-        Err(_) => Err(DockerError::Timeout {
-            host: host.into(),
-            ms: timeout_ms,
-        }),
+        Err(_) => Err(DockerError::Timeout { host: host.into(), ms: timeout_ms }),
     }
 }
 
 async fn inspect_all_inner(host: &str) -> Result<Vec<NetworkInspect>, DockerError> {
-    let request = |what| {
-        move |source| DockerError::Request {
-            host: host.into(),
-            what,
-            source,
-        }
-    };
+    let request = |what| move |source| DockerError::Request { host: host.into(), what, source };
     // The one time limit is the caller's tokio timeout: bollard's own counts whole seconds
     // (a 500 ms limit would become 0 s and fail every request).
-    let docker = Docker::connect_with_host(host).map_err(|source| DockerError::Connect {
-        host: host.into(),
-        source,
-    })?;
+    let docker =
+        Docker::connect_with_host(host).map_err(|source| DockerError::Connect { host: host.into(), source })?;
     // Debian's engine (20.10) speaks API 1.41 at most; newer engines refuse old versions.
-    let docker = docker
-        .negotiate_version()
-        .await
-        .map_err(request("the version request"))?;
+    let docker = docker.negotiate_version().await.map_err(request("the version request"))?;
     let filters = HashMap::from([("driver".to_string(), vec!["bridge".to_string()])]);
     let list = docker
         .list_networks(Some(ListNetworksOptions { filters: Some(filters) }))
@@ -89,12 +75,7 @@ async fn inspect_all_inner(host: &str) -> Result<Vec<NetworkInspect>, DockerErro
     let results = futures::future::join_all(inspections).await;
     results
         .into_iter()
-        .filter(|r| {
-            !matches!(
-                r,
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
-            )
-        })
+        .filter(|r| !matches!(r, Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })))
         .map(|r| r.map_err(request("a network inspection")))
         .collect() // a network removed between the list and its inspection is simply gone
 }
@@ -120,10 +101,7 @@ pub fn from_inspect(n: &NetworkInspect, skipped: &mut Vec<Skipped>) -> Option<Do
         .cloned()
         .unwrap_or_else(|| format!("br-{}", id.get(..12).unwrap_or(&id)));
     let mut bad = |what: &str, v: &str| {
-        skipped.push(Skipped::new(
-            format!("docker network {name}"),
-            format!("{what} {v:?} is malformed; left out"),
-        ));
+        skipped.push(Skipped::new(format!("docker network {name}"), format!("{what} {v:?} is malformed; left out")));
     };
     let mut ipam = Vec::new();
     for c in n.ipam.as_ref().and_then(|i| i.config.as_ref()).into_iter().flatten() {
@@ -132,39 +110,20 @@ pub fn from_inspect(n: &NetworkInspect, skipped: &mut Vec<Skipped>) -> Option<Do
             bad("subnet", subnet);
             continue;
         };
-        let gateway = c
-            .gateway
-            .as_deref()
-            .filter(|g| !g.is_empty())
-            .and_then(|g| g.parse().ok());
-        let ip_range = c
-            .ip_range
-            .as_deref()
-            .filter(|r| !r.is_empty())
-            .and_then(|r| r.parse().ok());
-        ipam.push(IpamPool {
-            subnet: subnet.trunc(),
-            gateway,
-            ip_range,
-        });
+        let gateway = c.gateway.as_deref().filter(|g| !g.is_empty()).and_then(|g| g.parse().ok());
+        let ip_range = c.ip_range.as_deref().filter(|r| !r.is_empty()).and_then(|r| r.parse().ok());
+        ipam.push(IpamPool { subnet: subnet.trunc(), gateway, ip_range });
     }
     let mut containers = Vec::new();
     for (cid, ep) in n.containers.iter().flatten() {
         let mut addrs = Vec::new();
-        for a in [&ep.ipv4_address, &ep.ipv6_address]
-            .into_iter()
-            .flatten()
-            .filter(|a| !a.is_empty())
-        {
+        for a in [&ep.ipv4_address, &ep.ipv6_address].into_iter().flatten().filter(|a| !a.is_empty()) {
             match a.parse::<IpNet>().map(|n| n.addr()).or_else(|_| a.parse::<IpAddr>()) {
                 Ok(ip) => addrs.push(ip),
                 Err(_) => bad("container address", a),
             }
         }
-        let cname = ep
-            .name
-            .clone()
-            .unwrap_or_else(|| cid.get(..12).unwrap_or(cid).to_string());
+        let cname = ep.name.clone().unwrap_or_else(|| cid.get(..12).unwrap_or(cid).to_string());
         containers.push(Container { name: cname, addrs });
     }
     containers.sort_by(|a, b| a.name.cmp(&b.name));

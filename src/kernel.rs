@@ -265,10 +265,7 @@ impl Kernel {
         }
         let default_metric = if r.dst.addr().is_ipv6() { IPV6_USER_METRIC } else { 0 };
         match same.iter().find(|x| x.metric == default_metric).or(same.first()) {
-            Some(x) => Err(KernelError::Foreign {
-                route: r.clone(),
-                existing: x.to_string(),
-            }),
+            Some(x) => Err(KernelError::Foreign { route: r.clone(), existing: x.to_string() }),
             // Gone again since: report the kernel's answer rather than guess.
             None => Err(KernelError::Add(r.clone(), Box::new(e))),
         }
@@ -382,11 +379,7 @@ fn message(r: &RouteSpec, index: u32) -> Result<RouteMessage, KernelError> {
         .table_id(r.table)
         .protocol(RouteProtocol::from(r.protocol))
         .kind(RouteType::Unicast)
-        .scope(if on_link {
-            RouteScope::Link
-        } else {
-            RouteScope::Universe
-        });
+        .scope(if on_link { RouteScope::Link } else { RouteScope::Universe });
     if let Some(gw) = r.gateway {
         builder = builder.gateway(gw).map_err(|e| invalid(e.to_string()))?;
     }
@@ -493,12 +486,7 @@ fn name(msg: &LinkMessage) -> Option<String> {
 fn link(msg: &LinkMessage) -> Option<Link> {
     let info = attr!(msg.attributes, LinkAttribute::LinkInfo(i) => i.as_slice()).unwrap_or_default();
     let kind = attr!(info, LinkInfo::Kind(k) => k.to_string());
-    Some(Link {
-        index: msg.header.index,
-        name: name(msg)?,
-        kind,
-        tap: info.iter().any(is_tap),
-    })
+    Some(Link { index: msg.header.index, name: name(msg)?, kind, tap: info.iter().any(is_tap) })
 }
 
 fn is_tap(info: &LinkInfo) -> bool {
@@ -531,11 +519,7 @@ fn neighbour(msg: &NeighbourMessage, names: &HashMap<u32, String>) -> Option<Nei
         _ => None,
     })?;
     let state = nud_names(u16::from(msg.header.state));
-    Some(Neighbour {
-        dev: names.get(&msg.header.ifindex)?.clone(),
-        addr,
-        state,
-    })
+    Some(Neighbour { dev: names.get(&msg.header.ifindex)?.clone(), addr, state })
 }
 
 /// NUD bits as iproute2 names them; 0 is `NONE`.
@@ -543,10 +527,7 @@ fn nud_names(state: u16) -> Vec<String> {
     if state == 0 {
         return vec!["NONE".to_string()];
     }
-    let set = NUD_NAMES
-        .split(' ')
-        .enumerate()
-        .filter(|(bit, _)| state & (1 << bit) != 0);
+    let set = NUD_NAMES.split(' ').enumerate().filter(|(bit, _)| state & (1 << bit) != 0);
     set.map(|(_, n)| n.to_string()).collect()
 }
 
@@ -556,26 +537,14 @@ mod tests {
 
     fn spec(dst: &str, gateway: Option<&str>, table: u32, protocol: u8) -> RouteSpec {
         let gateway = gateway.map(|g| g.parse().unwrap());
-        RouteSpec {
-            dst: dst.parse().unwrap(),
-            dev: "tun0".into(),
-            gateway,
-            table,
-            protocol,
-        }
+        RouteSpec { dst: dst.parse().unwrap(), dev: "tun0".into(), gateway, table, protocol }
     }
 
     #[test]
     fn route_specs_display_like_ip_route() {
-        assert_eq!(
-            spec("172.20.1.0/24", None, MAIN_TABLE, 86).to_string(),
-            "172.20.1.0/24 dev tun0 proto 86"
-        );
+        assert_eq!(spec("172.20.1.0/24", None, MAIN_TABLE, 86).to_string(), "172.20.1.0/24 dev tun0 proto 86");
         let r = spec("172.20.1.0/24", Some("10.8.0.1"), 1000, 4);
-        assert_eq!(
-            r.to_string(),
-            "172.20.1.0/24 via 10.8.0.1 dev tun0 table 1000 proto static"
-        );
+        assert_eq!(r.to_string(), "172.20.1.0/24 via 10.8.0.1 dev tun0 table 1000 proto static");
     }
 
     #[test]
@@ -590,10 +559,7 @@ mod tests {
     fn messages_refuse_what_the_kernel_would_misread() {
         let invalid = |r: RouteSpec| matches!(message(&r, 3), Err(KernelError::Invalid(..)));
         assert!(invalid(spec("172.20.1.5/24", None, MAIN_TABLE, 86)), "host bits");
-        assert!(
-            invalid(spec("fd00::/64", Some("10.0.0.1"), MAIN_TABLE, 86)),
-            "mixed families"
-        );
+        assert!(invalid(spec("fd00::/64", Some("10.0.0.1"), MAIN_TABLE, 86)), "mixed families");
         let msg = message(&spec("fd00::/64", None, 1000, 86), 3).unwrap();
         assert_eq!((table_of(&msg), msg.header.scope), (1000, RouteScope::Universe));
         let msg = message(&spec("172.20.1.0/24", None, MAIN_TABLE, 86), 3).unwrap();

@@ -21,3 +21,4 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod state;
+pub mod status;

@@ -10,13 +10,10 @@ use vpnfix::{hook, logging, run};
 
 fn main() -> ExitCode {
     logging::init(LogLevel::Info);
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     if let Some(inv) = hook::detect(&args, &run::environment(), COMMANDS) {
-        // OpenVPN kills itself on a non-zero status from up/down; a bug must not do that.
-        return std::panic::catch_unwind(|| run::openvpn_hook(inv)).unwrap_or_else(|_| {
+        // OpenVPN dies on a non-zero status from up/down; a bug must not cause that.
+        return std::panic::catch_unwind(|| run::hook(inv)).unwrap_or_else(|_| {
             log::error!("internal error (a bug); nothing more done, exiting 0 so OpenVPN carries on");
             ExitCode::SUCCESS
         });
@@ -27,6 +24,7 @@ fn main() -> ExitCode {
         Command::Apply(sel) => run::apply(sel),
         Command::Cleanup(args) => run::cleanup(args),
         Command::Snapshot(args) => run::snapshot(args),
+        Command::Status(args) => run::status(args),
     };
     match result {
         Ok(out) => {
@@ -34,7 +32,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            log::error!("{}", run::chain(&e));
+            match e.hint() {
+                Some(hint) => log::error!("{}; {hint}", run::chain(&e)),
+                None => log::error!("{}", run::chain(&e)),
+            }
             ExitCode::FAILURE
         }
     }

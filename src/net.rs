@@ -50,10 +50,7 @@ pub struct Proto(pub u8);
 impl Proto {
     /// The protocol of a name as `ip -j` prints it (a known name, or a number).
     pub fn parse(s: &str) -> Option<Proto> {
-        s.parse::<u8>()
-            .ok()
-            .or_else(|| PROTOCOLS.iter().find(|(_, n)| *n == s).map(|(v, _)| *v))
-            .map(Proto)
+        s.parse::<u8>().ok().or_else(|| PROTOCOLS.iter().find(|(_, n)| *n == s).map(|(v, _)| *v)).map(Proto)
     }
 }
 
@@ -182,10 +179,7 @@ pub struct Neighbour {
 impl Neighbour {
     /// Whether the entry says someone really is there: not FAILED or INCOMPLETE.
     pub fn is_live(&self) -> bool {
-        !self
-            .state
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case("FAILED") || s.eq_ignore_ascii_case("INCOMPLETE"))
+        !self.state.iter().any(|s| s.eq_ignore_ascii_case("FAILED") || s.eq_ignore_ascii_case("INCOMPLETE"))
     }
 }
 
@@ -319,7 +313,7 @@ impl fmt::Display for Tunnel {
 }
 
 /// A route the VPN wants on the tunnel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Push {
     /// The destination block.
     pub dst: IpNet,
@@ -357,10 +351,7 @@ pub struct Skipped {
 impl Skipped {
     /// A skipped item.
     pub fn new(subject: impl Into<String>, reason: impl Into<String>) -> Skipped {
-        Skipped {
-            subject: subject.into(),
-            reason: reason.into(),
-        }
+        Skipped { subject: subject.into(), reason: reason.into() }
     }
 }
 

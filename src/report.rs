@@ -49,12 +49,38 @@ fn conflict(s: &mut String, c: &Conflict) {
     let _ = writeln!(
         s,
         "  stays local: {}; {} route{} inside",
-        if kept.is_empty() {
-            "nothing".to_string()
-        } else {
-            kept.join(", ")
-        },
+        if kept.is_empty() { "nothing".to_string() } else { kept.join(", ") },
         c.routes,
         if c.routes == 1 { "" } else { "s" }
     );
+}
+
+/// `vpnfix status` as a person reads it.
+pub fn status_text(tunnels: &[crate::status::TunnelStatus]) -> String {
+    let mut s = String::new();
+    if tunnels.is_empty() {
+        s.push_str("no tunnel has routes from vpnfix\n");
+    }
+    for t in tunnels {
+        let present = t.routes.iter().filter(|r| r.in_kernel).count();
+        let _ = writeln!(
+            s,
+            "{}{}: {} route{} recorded, {present} in the kernel{}",
+            t.tunnel,
+            if t.device_present { "" } else { " (device gone)" },
+            t.routes.len(),
+            if t.routes.len() == 1 { "" } else { "s" },
+            if t.in_sync { "; in sync" } else { "" }
+        );
+        for r in &t.routes {
+            let _ = writeln!(s, "  {}{}", r.route, if r.in_kernel { "" } else { "  (missing)" });
+        }
+        for c in &t.conflicts {
+            let _ = writeln!(s, "  conflict: {c}");
+        }
+        for m in &t.missing {
+            let _ = writeln!(s, "  wanted now, not in the kernel: {m} (run `vpnfix apply` or reconnect)");
+        }
+    }
+    s
 }

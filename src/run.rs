@@ -4,9 +4,9 @@
 
 use crate::apply::{self, ApplyError};
 use crate::bundle::{self, BundleError};
-use crate::cli::{CleanupArgs, PlanArgs, Selection, SnapshotArgs};
+use crate::cli::{CleanupArgs, PlanArgs, Selection, SnapshotArgs, StatusArgs};
 use crate::config::{parse_kv_lines, Config, CONF_FILE};
-use crate::hook::{self, openvpn::HookError, Event, HookInput, Invocation};
+use crate::hook::{self, openvpn::HookError, Event, HookInput, Invocation, Source};
 use crate::kernel::{Kernel, KernelError};
 use crate::net::{Facts, Push, Skipped, TunnelKind};
 use crate::state::{StateDir, StateError};
@@ -40,6 +40,22 @@ pub enum Error {
     Partial(usize),
 }
 
+impl Error {
+    /// What to do about it, when the error says: changing routes and `/run/vpnfix` need root.
+    pub fn hint(&self) -> Option<&'static str> {
+        let kernel = |e: &KernelError| e.is_permission();
+        let state = |e: &StateError| matches!(e, StateError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied);
+        let denied = match self {
+            Error::Kernel(e) | Error::Apply(ApplyError::Kernel(e)) => kernel(e),
+            Error::State(e) | Error::Apply(ApplyError::State(e)) => state(e),
+            _ => false,
+        };
+        denied.then_some(
+            "run as root (sudo), or give vpnfix CAP_NET_ADMIN; `vpnfix plan` is the dry run that needs neither",
+        )
+    }
+}
+
 /// An error and its causes on one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -58,9 +74,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 
 /// The process environment, lossily decoded (a hook's environment comes from the VPN).
 pub fn environment() -> Vec<(String, String)> {
-    std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-        .collect()
+    std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect()
 }
 
 /// Configuration from `/etc/vpnfix.conf`, the environment and the flags, in that order.
@@ -82,10 +96,7 @@ fn load_config(env: &[(String, String)], flags: &[(String, String)]) -> Config {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread runtime starts")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime starts")
 }
 
 /// The hook's tunnel and pushes, with the command line's overrides.
@@ -100,12 +111,7 @@ fn selected_input(env: &[(String, String)], args: &[String], sel: &Selection) ->
         input.pushes = sel
             .routes
             .iter()
-            .map(|r| Push {
-                dst: r.trunc(),
-                gateway: None,
-                metric: None,
-                origin: "--route".into(),
-            })
+            .map(|r| Push { dst: r.trunc(), gateway: None, metric: None, origin: "--route".into() })
             .collect();
     }
     Ok(input)
@@ -114,20 +120,11 @@ fn selected_input(env: &[(String, String)], args: &[String], sel: &Selection) ->
 /// Facts of this host: the kernel's tables and Docker's networks (kernel facts alone, with one
 /// warning, when Docker cannot be asked).
 async fn gather(k: &Kernel, config: &Config, env: &[(String, String)], input: HookInput) -> Result<Gathered, Error> {
-    let host = env
-        .iter()
-        .find(|(k, _)| k == "DOCKER_HOST")
-        .map_or(docker::DEFAULT_HOST, |(_, v)| v.as_str());
+    let host = env.iter().find(|(k, _)| k == "DOCKER_HOST").map_or(docker::DEFAULT_HOST, |(_, v)| v.as_str());
     // One netlink socket runs one dump at a time (a second one gets EBUSY), so the kernel's
     // tables are read in turn while Docker is asked alongside.
-    let kernel = async {
-        Ok::<_, KernelError>((
-            k.routes().await?,
-            k.links().await?,
-            k.addrs().await?,
-            k.neighbours().await?,
-        ))
-    };
+    let kernel =
+        async { Ok::<_, KernelError>((k.routes().await?, k.links().await?, k.addrs().await?, k.neighbours().await?)) };
     let (tables, docker) = tokio::join!(kernel, docker::inspect_all(host, config.docker_timeout_ms));
     let (routes, links, addrs, neighbours) = tables?;
     let mut skipped: Vec<Skipped> = input.skipped;
@@ -138,25 +135,12 @@ async fn gather(k: &Kernel, config: &Config, env: &[(String, String)], input: Ho
             None
         }
     };
-    let networks = raw.as_ref().map(|ns| {
-        ns.iter()
-            .filter_map(|n| docker::from_inspect(n, &mut skipped))
-            .collect()
-    });
+    let networks = raw.as_ref().map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut skipped)).collect());
     let mut tunnel = input.tunnel;
     if links.iter().any(|l| l.name == tunnel.dev && l.tap) {
         tunnel.kind = TunnelKind::Tap;
     }
-    let facts = Facts {
-        tunnel,
-        pushes: input.pushes,
-        routes,
-        links,
-        addrs,
-        neighbours,
-        docker: networks,
-        skipped,
-    };
+    let facts = Facts { tunnel, pushes: input.pushes, routes, links, addrs, neighbours, docker: networks, skipped };
     Ok(Gathered { facts, docker: raw })
 }
 
@@ -181,11 +165,7 @@ pub fn plan(args: &PlanArgs) -> Result<String, Error> {
         }
     };
     let plan = plan::plan(&facts, &config);
-    Ok(if args.json {
-        serde_json::to_string_pretty(&plan)? + "\n"
-    } else {
-        report::plan_text(&facts, &plan)
-    })
+    Ok(if args.json { serde_json::to_string_pretty(&plan)? + "\n" } else { report::plan_text(&facts, &plan) })
 }
 
 /// Facts and configuration from a bundle, with the command line's overrides.
@@ -237,23 +217,37 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<String, Error> {
 
 /// The variables a bundle's `env` keeps: OpenVPN's, NetworkManager's VPN ones and vpnfix's.
 fn is_hook_variable(k: &str) -> bool {
-    const EXACT: &[&str] = &[
-        "script_type",
-        "dev",
-        "dev_type",
-        "redirect_gateway",
-        "net_gateway_ipv6",
-        "signal",
-    ];
-    const PREFIX: &[&str] = &[
-        "route_",
-        "ifconfig_",
-        "trusted_",
-        "VPNFIX_",
-        "VPN_",
-        "NM_DISPATCHER_ACTION",
-    ];
+    const EXACT: &[&str] = &["script_type", "dev", "dev_type", "redirect_gateway", "net_gateway_ipv6", "signal"];
+    const PREFIX: &[&str] = &["route_", "ifconfig_", "trusted_", "VPNFIX_", "VPN_", "NM_DISPATCHER_ACTION"];
     EXACT.contains(&k) || PREFIX.iter().any(|p| k.starts_with(p))
+}
+
+/// `vpnfix status`: per tunnel, what vpnfix added, whether it is still there, and the conflicts
+/// live now.
+pub fn status(args: &StatusArgs) -> Result<String, Error> {
+    let env = environment();
+    let config = load_config(&env, &[]);
+    let dir = StateDir::open(&config.state_dir)?;
+    let tunnels = match &args.dev {
+        Some(d) => vec![d.clone()],
+        None => dir.tunnels()?,
+    };
+    let statuses = runtime().block_on(async {
+        let k = Kernel::connect()?;
+        let g = gather(&k, &config, &env, HookInput::default()).await?;
+        let mut out = Vec::new();
+        for t in tunnels {
+            if let Some(s) = dir.read(&t)? {
+                out.push(crate::status::status(&s, &g.facts, &config));
+            }
+        }
+        Ok::<_, Error>(out)
+    })?;
+    Ok(if args.json {
+        serde_json::to_string_pretty(&serde_json::json!({ "tunnels": statuses }))? + "\n"
+    } else {
+        report::status_text(&statuses)
+    })
 }
 
 /// `vpnfix apply`: what route-up does, by hand.
@@ -319,7 +313,7 @@ fn connect(config: &Config, env: &[(String, String)], input: HookInput) -> Resul
         for n in &p.notes {
             info!("{n}");
         }
-        let done = apply::install(&k, &dir, &p, config.proto).await?;
+        let done = apply::install(&k, &dir, &p, &g.facts.pushes, config.proto).await?;
         Ok(format!(
             "{dev}: {} route(s) added, {} already there, {} blocked by foreign routes, {} not verified",
             done.added, done.present, done.blocked, done.unverified
@@ -356,26 +350,31 @@ fn disconnect(config: &Config, dev: &str) -> Result<(), Error> {
     })
 }
 
-/// Runs an OpenVPN hook and returns the exit status OpenVPN needs: always 0 from `up`,
-/// `route-pre-down` and `down` (non-zero there aborts or kills OpenVPN); from `route-up`
-/// non-zero only when `VPNFIX_STRICT` is set and something failed.
-pub fn openvpn_hook(inv: Invocation) -> ExitCode {
+/// Runs a hook and returns the exit status its caller needs: always 0 from OpenVPN's `up`,
+/// `route-pre-down` and `down` (non-zero there aborts or kills OpenVPN) and from
+/// NetworkManager's disconnect actions; from a connect (`route-up`, `vpn-up`) non-zero only
+/// when `VPNFIX_STRICT` is set and something failed.
+pub fn hook(inv: Invocation) -> ExitCode {
     let env = environment();
-    let input = hook::openvpn::parse(env.clone(), &inv.args, inv.mode.as_deref());
     let config = load_config(&env, &[]);
-    let kind = inv
-        .mode
-        .clone()
-        .or_else(|| env.iter().find(|(k, _)| k == "script_type").map(|(_, v)| v.clone()));
-    let strict_exit = kind.as_deref() == Some("route-up") && config.strict;
+    let input = inv.parse(&env);
+    let strict_exit = config.strict
+        && match (&inv.source, &input) {
+            (Source::OpenVpn { .. }, Ok(i)) => i.script_type.as_deref() == Some("route-up"),
+            (Source::OpenVpn { mode }, Err(_)) => {
+                let named =
+                    mode.clone().or_else(|| env.iter().find(|(k, _)| k == "script_type").map(|(_, v)| v.clone()));
+                named.as_deref() == Some("route-up")
+            }
+            (Source::NetworkManager, Ok(i)) => i.event == Some(Event::Connect),
+            (Source::NetworkManager, Err(_)) => false,
+        };
     let failed = match input {
         Err(e) => {
-            error!("{}; nothing done", chain(&e));
+            error!("{e}; nothing done");
             true
         }
-        Ok(input) => run_event(&config, &env, input)
-            .map_err(|e| error!("{}", chain(&e)))
-            .is_err(),
+        Ok(input) => run_event(&config, &env, input).map_err(|e| error!("{}", chain(&e))).is_err(),
     };
     if failed && strict_exit {
         ExitCode::FAILURE

@@ -81,6 +81,10 @@ pub struct State {
     pub tunnel: String,
     /// The routes vpnfix added (or meant to).
     pub routes: Vec<Entry>,
+    /// The pushed routes the plan was made for (so `status` can re-plan after the hook's
+    /// environment is gone, as on NetworkManager's `vpn-down`).
+    #[serde(default)]
+    pub pushes: Vec<crate::net::Push>,
 }
 
 /// The state directory, checked: owned by us, not group/other-writable, not a symlink.
@@ -92,23 +96,14 @@ pub struct StateDir {
 impl StateDir {
     /// Opens (creating, mode 0700) the directory, refusing one that others could tamper with.
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
-        let io = |what, source| StateError::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |what, source| StateError::Io { what, path: path.to_path_buf(), source };
         match fs::DirBuilder::new().mode(0o700).create(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io("create", e)),
         }
         let meta = fs::symlink_metadata(path).map_err(|e| io("inspect", e))?;
-        let unsafe_dir = |why: &str| {
-            Err(StateError::Unsafe {
-                path: path.to_path_buf(),
-                why: why.into(),
-            })
-        };
+        let unsafe_dir = |why: &str| Err(StateError::Unsafe { path: path.to_path_buf(), why: why.into() });
         if meta.file_type().is_symlink() {
             return unsafe_dir("it is a symlink");
         }
@@ -119,14 +114,9 @@ impl StateDir {
             return unsafe_dir(&format!("owned by uid {}, not by us", meta.uid()));
         }
         if meta.permissions().mode() & 0o022 != 0 {
-            return unsafe_dir(&format!(
-                "mode {:o} lets others write",
-                meta.permissions().mode() & 0o777
-            ));
+            return unsafe_dir(&format!("mode {:o} lets others write", meta.permissions().mode() & 0o777));
         }
-        Ok(StateDir {
-            path: path.to_path_buf(),
-        })
+        Ok(StateDir { path: path.to_path_buf() })
     }
 
     /// The directory.
@@ -149,11 +139,7 @@ impl StateDir {
             .mode(0o600)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|source| StateError::Io {
-                what: "open",
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| StateError::Io { what: "open", path: path.clone(), source })?;
         Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
             what: "lock",
             path,
@@ -167,13 +153,7 @@ impl StateDir {
         let text = match fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StateError::Io {
-                    what: "read",
-                    path,
-                    source,
-                })
-            }
+            Err(source) => return Err(StateError::Io { what: "read", path, source }),
         };
         let state: State = serde_json::from_slice(&text).map_err(|source| StateError::Corrupt { path, source })?;
         Ok(Some(state))
@@ -183,11 +163,7 @@ impl StateDir {
     pub fn write(&self, state: &State) -> Result<(), StateError> {
         let path = self.file(&state.tunnel, "json");
         let tmp = self.file(&state.tunnel, "json.tmp");
-        let io = |what, source| StateError::Io {
-            what,
-            path: tmp.clone(),
-            source,
-        };
+        let io = |what, source| StateError::Io { what, path: tmp.clone(), source };
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
         let mut f = OpenOptions::new()
             .create(true)
@@ -197,14 +173,8 @@ impl StateDir {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| io("write", e))?;
-        f.write_all(&json)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io("write", e))?;
-        fs::rename(&tmp, &path).map_err(|source| StateError::Io {
-            what: "rename into",
-            path,
-            source,
-        })
+        f.write_all(&json).and_then(|()| f.sync_all()).map_err(|e| io("write", e))?;
+        fs::rename(&tmp, &path).map_err(|source| StateError::Io { what: "rename into", path, source })
     }
 
     /// Removes a tunnel's state (absent is fine).
@@ -213,11 +183,7 @@ impl StateDir {
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Io {
-                what: "remove",
-                path,
-                source,
-            }),
+            Err(source) => Err(StateError::Io { what: "remove", path, source }),
         }
     }
 
@@ -230,12 +196,7 @@ impl StateDir {
         })?;
         let mut out: Vec<String> = rd
             .filter_map(Result::ok)
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .map(str::to_string)
-            })
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
             .collect();
         out.sort();
         Ok(out)
@@ -251,13 +212,7 @@ mod tests {
     }
 
     fn spec(dst: &str) -> RouteSpec {
-        RouteSpec {
-            dst: dst.parse().unwrap(),
-            dev: "tun0".into(),
-            gateway: None,
-            table: 254,
-            protocol: 86,
-        }
+        RouteSpec { dst: dst.parse().unwrap(), dev: "tun0".into(), gateway: None, table: 254, protocol: 86 }
     }
 
     #[test]
@@ -269,10 +224,8 @@ mod tests {
         let s = State {
             version: VERSION,
             tunnel: "tun0".into(),
-            routes: vec![Entry {
-                route: spec("172.20.1.0/24"),
-                status: Status::Pending,
-            }],
+            routes: vec![Entry { route: spec("172.20.1.0/24"), status: Status::Pending }],
+            pushes: vec![],
         };
         dir.write(&s).unwrap();
         assert_eq!(dir.read("tun0").unwrap(), Some(s));
@@ -293,10 +246,7 @@ mod tests {
         let link = tmpdir("link");
         let _ = fs::remove_file(&link);
         std::os::unix::fs::symlink(&path, &link).unwrap();
-        assert!(StateDir::open(&link)
-            .unwrap_err()
-            .to_string()
-            .ends_with("it is a symlink"));
+        assert!(StateDir::open(&link).unwrap_err().to_string().ends_with("it is a symlink"));
         fs::remove_file(&link).unwrap();
         fs::write(path.join("tun0.json"), "{\"version\":1,\"tunn").unwrap();
         let err = StateDir::open(&path).unwrap().read("tun0").unwrap_err();

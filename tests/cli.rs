@@ -10,11 +10,7 @@ fn root() -> PathBuf {
 }
 
 fn vpnfix(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vpnfix"))
-        .args(args)
-        .env_clear()
-        .output()
-        .expect("vpnfix runs")
+    Command::new(env!("CARGO_BIN_EXE_vpnfix")).args(args).env_clear().output().expect("vpnfix runs")
 }
 
 fn golden(name: &str, actual: &str) {
@@ -60,12 +56,7 @@ fn add_lines(dir: &str, extra: &[&str]) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|r| {
-            format!(
-                "{} dev {} {}",
-                r["dst"].as_str().unwrap(),
-                r["dev"].as_str().unwrap(),
-                r["side"].as_str().unwrap()
-            )
+            format!("{} dev {} {}", r["dst"].as_str().unwrap(), r["dev"].as_str().unwrap(), r["side"].as_str().unwrap())
         })
         .collect()
 }
@@ -102,15 +93,8 @@ fn seed_cases_give_the_plans_the_design_names() {
 fn flags_override_the_pushes_and_the_policy() {
     let vpn = add_lines("tests/fixtures/bundles/seed-openvpn26", &["--policy", "vpn"]);
     assert_eq!(vpn, ["172.20.0.0/17 dev tun0 vpn", "172.20.128.0/17 dev tun0 vpn"]);
-    let routed = add_lines(
-        "tests/fixtures/bundles/seed-route-noexec",
-        &["--route", "172.20.2.0/24"],
-    );
-    assert_eq!(
-        routed,
-        ["172.20.2.0/24 dev tun0 vpn"],
-        "nothing local in that /24: all of it to the VPN"
-    );
+    let routed = add_lines("tests/fixtures/bundles/seed-route-noexec", &["--route", "172.20.2.0/24"]);
+    assert_eq!(routed, ["172.20.2.0/24 dev tun0 vpn"], "nothing local in that /24: all of it to the VPN");
 }
 
 #[test]
@@ -141,21 +125,13 @@ fn bad_input_gets_one_clear_line_and_a_usage_exit() {
         text.contains("skipped route_netmask_1=\"255.0.255.0\": netmask is not contiguous; route skipped"),
         "{text}"
     );
-    assert!(
-        text.contains("skipped VPNFIX_POLICY=\"maybe\": expected split, vpn or local"),
-        "{text}"
-    );
+    assert!(text.contains("skipped VPNFIX_POLICY=\"maybe\": expected split, vpn or local"), "{text}");
     let out = vpnfix(&["plan", "--bogus"]);
     assert_eq!(out.status.code(), Some(2), "misuse is exit 2 (clap)");
 }
 
 fn hook(env: &[(&str, &str)], args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vpnfix"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_vpnfix")).args(args).env_clear().envs(env.iter().copied()).output().unwrap()
 }
 
 #[test]
@@ -171,11 +147,7 @@ fn hooks_never_fail_openvpn_unless_route_up_is_strict() {
         );
     }
     let strict = hook(&[("script_type", "route-up"), ("VPNFIX_STRICT", "true")], &[]);
-    assert_eq!(
-        strict.status.code(),
-        Some(1),
-        "route-up under VPNFIX_STRICT reports failure"
-    );
+    assert_eq!(strict.status.code(), Some(1), "route-up under VPNFIX_STRICT reports failure");
     let strict_down = hook(&[("script_type", "down"), ("VPNFIX_STRICT", "true")], &[]);
     assert_eq!(strict_down.status.code(), Some(0), "down never fails, strict or not");
     let ignored = hook(&[("script_type", "ipchange"), ("dev", "tun0")], &["192.0.2.1 1194"]);

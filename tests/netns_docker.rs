@@ -113,11 +113,7 @@ impl World {
         a.extend_from_slice(args);
         let out = self.ns.vpnfix(&self.env(&[]), &a);
         assert!(out.status.success(), "vpnfix {a:?}: {}", stderr(&out));
-        assert!(
-            !stderr(&out).contains("kernel's facts only"),
-            "Docker was not asked: {}",
-            stderr(&out)
-        );
+        assert!(!stderr(&out).contains("kernel's facts only"), "Docker was not asked: {}", stderr(&out));
         stdout(&out)
     }
 
@@ -152,20 +148,13 @@ fn on(dev: &str, blocks: &[&str]) -> Vec<String> {
 fn seed_plan_names_docker_facts(w: &World) {
     let seed = ["--dev", "tun0", "--route", "172.20.0.0/16"];
     let text = w.plan(&seed);
-    for want in [
-        "docker network milvus_default",
-        "compose project milvus",
-        "stays local: 172.20.0.0/24",
-    ] {
+    for want in ["docker network milvus_default", "compose project milvus", "stays local: 172.20.0.0/24"] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
     for svc in ["etcd", "minio", "standalone"] {
         let name = format!("milvus-{svc}");
         let ip = w.docker.container_ip(&name, NET);
-        assert!(
-            text.contains(&format!("{name} ({ip})")),
-            "missing {name} ({ip}) in:\n{text}"
-        );
+        assert!(text.contains(&format!("{name} ({ip})")), "missing {name} ({ip}) in:\n{text}");
     }
     assert_eq!(w.adds(&seed), on("tun0", &SEED_VPN), "nothing may go on the bridge");
 }
@@ -202,15 +191,8 @@ fn docker_networks_are_named_and_their_containers_kept() {
 // ------------------------------------------------------------- 2: snapshot, plan --from ----
 
 /// The bundle files DESIGN.md lists.
-const BUNDLE_FILES: [&str; 7] = [
-    "route.json",
-    "route6.json",
-    "link.json",
-    "addr.json",
-    "neigh.json",
-    "docker.json",
-    "env",
-];
+const BUNDLE_FILES: [&str; 7] =
+    ["route.json", "route6.json", "link.json", "addr.json", "neigh.json", "docker.json", "env"];
 
 /// OpenVPN's route-up variables for the 172.20.0.0/16 push over tun0.
 const PUSH_ENV: [(&str, &str); 6] = [
@@ -259,21 +241,14 @@ fn snapshot_then_plan_from_gives_the_live_plan() {
         assert!(dir.join(f).is_file(), "{f} missing from the snapshot");
     }
     let saved_env = std::fs::read_to_string(dir.join("env")).unwrap();
-    assert!(
-        saved_env.lines().any(|l| l == "route_network_1=172.20.0.0"),
-        "{saved_env}"
-    );
+    assert!(saved_env.lines().any(|l| l == "route_network_1=172.20.0.0"), "{saved_env}");
 
     let live = w.ns.vpnfix(&e, &["plan", "--json"]);
     assert!(live.status.success(), "live plan: {}", stderr(&live));
     let live = stdout(&live);
     assert_eq!(adds_of(&live), on("tun0", &SEED_VPN), "the live plan is the seed plan");
     assert_docker_described(&live);
-    assert_eq!(
-        plan_from(&dir),
-        live,
-        "plan --from the snapshot differs from the live plan"
-    );
+    assert_eq!(plan_from(&dir), live, "plan --from the snapshot differs from the live plan");
 }
 
 // ------------------------------------------------------- 3: dead, hung, garbage sockets ----
@@ -328,11 +303,7 @@ impl FakeDocker {
                 }
             }
         });
-        FakeDocker {
-            path,
-            stop,
-            thread: Some(thread),
-        }
+        FakeDocker { path, stop, thread: Some(thread) }
     }
 }
 
@@ -370,10 +341,7 @@ fn plan_with_broken_docker(ns: &Netns, sock: &Path, extra: &[(&str, &str)]) -> S
     assert!(stdout(&out).contains("add 8 routes:"), "{}", stdout(&out));
     let warn = stderr(&out);
     assert_eq!(warn.lines().count(), 1, "exactly one warning line: {warn}");
-    assert!(
-        warn.contains(&sock.display().to_string()),
-        "the line names the socket: {warn}"
-    );
+    assert!(warn.contains(&sock.display().to_string()), "the line names the socket: {warn}");
     assert!(warn.contains("planning with the kernel's facts only"), "{warn}");
     warn
 }
@@ -394,10 +362,7 @@ fn hung_socket(ns: &Netns, tmp: &TempDir) {
     let warn = plan_with_broken_docker(ns, &sock, &[("VPNFIX_DOCKER_TIMEOUT_MS", "300")]);
     let took = t0.elapsed();
     eprintln!("plan against a hung Docker socket took {took:?}");
-    assert!(
-        took < Duration::from_secs(5),
-        "a hung Docker must not hang vpnfix: {took:?}"
-    );
+    assert!(took < Duration::from_secs(5), "a hung Docker must not hang vpnfix: {took:?}");
     assert!(warn.contains("within 300 ms (VPNFIX_DOCKER_TIMEOUT_MS)"), "{warn}");
 }
 
@@ -434,9 +399,5 @@ fn a_live_docker_is_asked_under_a_sub_second_timeout() {
     let out = w.ns.vpnfix(&e, &["plan", "--dev", "tun0", "--route", "172.20.0.0/16"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "Docker answers well within 500 ms");
-    assert!(
-        stdout(&out).contains("docker network milvus_default"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("docker network milvus_default"), "{}", stdout(&out));
 }

@@ -6,60 +6,8 @@
 
 mod common;
 
+use common::laptop::{laptop, Pushed};
 use common::{env, root_or_skip, stderr, stdout, Netns, TempDir};
-
-#[derive(Clone, Copy, Debug)]
-enum Pushed {
-    Absent,
-    Prepended,
-    Metric50,
-}
-
-/// The laptop: bridge with a port (so it has carrier) and three used addresses in its neighbour
-/// table (no Docker here), tun0 held open, and the pushed routes as OpenVPN/NM left them.
-fn laptop(pushed: Pushed) -> Netns {
-    let mut ns = Netns::new();
-    ns.ip(&["link", "add", "br-test", "type", "bridge"]);
-    // A veth port (this kernel has no dummy driver) gives the bridge carrier.
-    ns.ip(&["link", "add", "port0", "type", "veth", "peer", "name", "port0p"]);
-    ns.ip(&["link", "set", "port0", "master", "br-test", "up"]);
-    ns.ip(&["link", "set", "port0p", "up"]);
-    ns.ip(&["addr", "add", "172.20.0.1/16", "dev", "br-test"]);
-    ns.ip(&["addr", "add", "fd42:20::1/64", "dev", "br-test", "nodad"]);
-    ns.ip(&["link", "set", "br-test", "up"]);
-    for (i, a) in ["172.20.0.2", "172.20.0.3", "172.20.0.4", "fd42:20::2"]
-        .iter()
-        .enumerate()
-    {
-        let mac = format!("02:42:ac:14:00:0{}", i + 2);
-        ns.ip(&["neigh", "add", a, "lladdr", &mac, "dev", "br-test", "nud", "permanent"]);
-    }
-    ns.tun("tun0");
-    ns.ip(&["addr", "add", "10.0.1.65", "peer", "10.0.1.66", "dev", "tun0"]);
-    ns.ip(&["addr", "add", "fd00:8::2/64", "dev", "tun0", "nodad"]);
-    match pushed {
-        Pushed::Absent => {}
-        Pushed::Prepended => {
-            ns.ip(&["route", "prepend", "172.20.0.0/16", "via", "10.0.1.66", "dev", "tun0"]);
-            ns.ip(&["-6", "route", "prepend", "fd42:20::/64", "dev", "tun0", "metric", "256"]);
-        }
-        Pushed::Metric50 => {
-            ns.ip(&[
-                "route",
-                "add",
-                "172.20.0.0/16",
-                "via",
-                "10.0.1.66",
-                "dev",
-                "tun0",
-                "metric",
-                "50",
-            ]);
-            ns.ip(&["-6", "route", "add", "fd42:20::/48", "dev", "tun0", "metric", "50"]);
-        }
-    }
-    ns
-}
 
 /// The captured route-up environment (OpenVPN 2.6.14), adapted to this tunnel and push.
 fn hook_env(script_type: &str, state: &TempDir) -> Vec<(String, String)> {
@@ -82,10 +30,7 @@ fn hook_env(script_type: &str, state: &TempDir) -> Vec<(String, String)> {
         ("route_ipv6_gateway_1", "fd00:8::1"),
         ("VPNFIX_POLICY", "split"),
     ]);
-    e.push((
-        "VPNFIX_STATE_DIR".into(),
-        state.path().join("state").display().to_string(),
-    ));
+    e.push(("VPNFIX_STATE_DIR".into(), state.path().join("state").display().to_string()));
     e
 }
 
@@ -106,14 +51,8 @@ fn connect_and_check(ns: &Netns, state: &TempDir, pushed: Pushed) {
     let out = ns.vpnfix(&hook_env("route-up", state), &[]);
     assert!(out.status.success(), "{pushed:?}: {}", stderr(&out));
     let log = stderr(&out);
-    assert!(
-        log.contains("172.20.1.0/24 dev tun0: VPN side of 172.20.0.0/16, shared with bridge br-test"),
-        "{log}"
-    );
-    assert!(
-        !log.contains("still leaves via"),
-        "route get must agree with every added route: {log}"
-    );
+    assert!(log.contains("172.20.1.0/24 dev tun0: VPN side of 172.20.0.0/16, shared with bridge br-test"), "{log}");
+    assert!(!log.contains("still leaves via"), "route get must agree with every added route: {log}");
     for (addr, dev) in [
         ("172.20.2.52", "tun0"),
         ("172.20.255.254", "tun0"),
@@ -136,29 +75,13 @@ fn scenario(pushed: Pushed) {
     let before = ns.table();
     connect_and_check(&ns, &state, pushed);
     let first = own_routes(&ns);
-    assert_eq!(
-        first.len(),
-        if matches!(pushed, Pushed::Prepended) {
-            9 + 57
-        } else {
-            8 + 56
-        },
-        "{first:#?}"
-    );
+    assert_eq!(first.len(), if matches!(pushed, Pushed::Prepended) { 9 + 57 } else { 8 + 56 }, "{first:#?}");
     // Connect twice in a row (up and route-up both configured, or a reconnect): nothing doubled.
     connect_and_check(&ns, &state, pushed);
-    assert_eq!(
-        own_routes(&ns),
-        first,
-        "{pushed:?}: a second connect changed the routes"
-    );
+    assert_eq!(own_routes(&ns), first, "{pushed:?}: a second connect changed the routes");
     let out = ns.vpnfix(&hook_env("down", &state), &DOWN_ARGS);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        ns.table(),
-        before,
-        "{pushed:?}: down must leave the table exactly as before"
-    );
+    assert_eq!(ns.table(), before, "{pushed:?}: down must leave the table exactly as before");
 }
 
 #[test]
@@ -195,10 +118,7 @@ fn unprivileged_down_says_so_exits_0_and_cleanup_restores_the_table() {
     assert_eq!(out.status.code(), Some(0), "down must never fail OpenVPN");
     let log = stderr(&out);
     assert_eq!(log.lines().count(), 1, "{log}");
-    assert!(
-        log.contains("running unprivileged") && log.contains("vpnfix cleanup"),
-        "{log}"
-    );
+    assert!(log.contains("running unprivileged") && log.contains("vpnfix cleanup"), "{log}");
     assert!(!own_routes(&ns).is_empty(), "unprivileged, nothing could be removed");
     let mut root_env = hook_env("down", &state);
     root_env.retain(|(k, _)| k == "VPNFIX_STATE_DIR");
@@ -218,30 +138,19 @@ fn a_vanished_tunnel_leaves_bridge_routes_that_the_next_connect_sweeps() {
     connect_and_check(&ns, &state, Pushed::Prepended);
     // OpenVPN killed with -9: no down; its device goes, and with it every route through it.
     ns.ip(&["link", "del", "tun0"]);
-    assert!(
-        own_routes(&ns).iter().any(|r| r.contains("br-test")),
-        "the bridge route outlives the tunnel"
-    );
+    assert!(own_routes(&ns).iter().any(|r| r.contains("br-test")), "the bridge route outlives the tunnel");
     ns.tun("tun1");
     ns.ip(&["addr", "add", "10.0.1.65", "peer", "10.0.1.66", "dev", "tun1"]);
     ns.ip(&["route", "prepend", "172.20.0.0/16", "via", "10.0.1.66", "dev", "tun1"]);
     let mut e = hook_env("route-up", &state);
-    e.iter_mut()
-        .filter(|(k, _)| k == "dev")
-        .for_each(|(_, v)| *v = "tun1".into());
+    e.iter_mut().filter(|(k, _)| k == "dev").for_each(|(_, v)| *v = "tun1".into());
     let out = ns.vpnfix(&e, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("removing stale 172.20.0.0/24 dev br-test"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("removing stale 172.20.0.0/24 dev br-test"), "{}", stderr(&out));
     assert_eq!(ns.route_get("172.20.0.2"), "br-test");
     assert_eq!(ns.route_get("172.20.2.52"), "tun1");
     let mut down = hook_env("down", &state);
-    down.iter_mut()
-        .filter(|(k, _)| k == "dev")
-        .for_each(|(_, v)| *v = "tun1".into());
+    down.iter_mut().filter(|(k, _)| k == "dev").for_each(|(_, v)| *v = "tun1".into());
     assert!(ns.vpnfix(&down, &[]).status.success());
     assert!(own_routes(&ns).is_empty(), "{:#?}", own_routes(&ns));
     assert!(before.contains("br-test"));
@@ -269,34 +178,16 @@ fn malformed_and_hostile_pushes_are_reported_and_route_up_still_exits_0() {
         ("VPNFIX_MAX_ROUTES", "4"),
     ]));
     for i in 0..3000 {
-        e.push((
-            format!("route_network_{}", i + 5),
-            format!("172.20.{}.{}", i / 250 % 256, (i % 250) + 1),
-        ));
+        e.push((format!("route_network_{}", i + 5), format!("172.20.{}.{}", i / 250 % 256, (i % 250) + 1)));
     }
     let out = ns.vpnfix(&e, &[]);
     assert_eq!(out.status.code(), Some(0));
     let log = stderr(&out);
-    assert!(
-        log.contains("0.0.0.0/1 (route_network_1): a default route (or half of one) never contests"),
-        "{log}"
-    );
-    assert!(
-        log.contains("route_netmask_3=\"255.0.255.0\": netmask is not contiguous; route skipped"),
-        "{log}"
-    );
-    assert!(
-        log.contains("route_network_4=\"not-an-address\": not an IPv4 address; route skipped"),
-        "{log}"
-    );
-    assert!(
-        log.contains("of the cap of 4 (VPNFIX_MAX_ROUTES); none added for them"),
-        "{log}"
-    );
-    assert!(
-        log.lines().count() <= 12,
-        "a hostile push is reported in a few lines, not thousands: {log}"
-    );
+    assert!(log.contains("0.0.0.0/1 (route_network_1): a default route (or half of one) never contests"), "{log}");
+    assert!(log.contains("route_netmask_3=\"255.0.255.0\": netmask is not contiguous; route skipped"), "{log}");
+    assert!(log.contains("route_network_4=\"not-an-address\": not an IPv4 address; route skipped"), "{log}");
+    assert!(log.contains("of the cap of 4 (VPNFIX_MAX_ROUTES); none added for them"), "{log}");
+    assert!(log.lines().count() <= 12, "a hostile push is reported in a few lines, not thousands: {log}");
     assert!(own_routes(&ns).len() <= 4);
     // Used addresses never go into the tunnel, whatever was pushed.
     for a in ["172.20.0.2", "172.20.0.3", "172.20.0.4"] {
@@ -319,10 +210,7 @@ fn the_live_dry_run_changes_nothing_and_explains() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("add 9 routes:"), "{text}");
-    assert!(
-        text.contains("172.20.0.0/24 dev br-test: local side of 172.20.0.0/16, kept for bridge br-test"),
-        "{text}"
-    );
+    assert!(text.contains("172.20.0.0/24 dev br-test: local side of 172.20.0.0/16, kept for bridge br-test"), "{text}");
     let warn = stderr(&out);
     assert_eq!(warn.lines().count(), 1, "one warning line for the dead socket: {warn}");
     assert!(warn.contains("planning with the kernel's facts only"), "{warn}");

@@ -21,17 +21,8 @@ struct Ip(String);
 
 impl Ip {
     fn run(&self, args: &str) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args.split_whitespace())
-            .output()
-            .expect("ip runs");
-        assert!(
-            out.status.success(),
-            "ip -n {} {args}: {}",
-            self.0,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("ip").args(["-n", &self.0]).args(args.split_whitespace()).output().expect("ip runs");
+        assert!(out.status.success(), "ip -n {} {args}: {}", self.0, String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -53,15 +44,8 @@ impl Netns {
             return None;
         }
         let name = format!("vfk-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("ip runs");
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("ip runs");
+        assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
         let ns = Netns { ip: Ip(name) };
         ns.ip.run("link set lo up");
         Some(ns)
@@ -73,15 +57,7 @@ impl Netns {
     fn scenario(&self) {
         // No DAD in this namespace: addresses are usable at once (the sysctl is per namespace).
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ip.0,
-                "sysctl",
-                "-q",
-                "-w",
-                "net.ipv6.conf.default.accept_dad=0",
-            ])
+            .args(["netns", "exec", &self.ip.0, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
             .output()
             .expect("sysctl runs");
         assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
@@ -103,19 +79,11 @@ impl Netns {
         }
         let settled = || {
             let carrier = self.ip.run("link show br-test").contains("LOWER_UP");
-            carrier
-                && self
-                    .ip
-                    .run("-6 route show table main")
-                    .contains("fe80::/64 dev br-test")
+            carrier && self.ip.run("-6 route show table main").contains("fe80::/64 dev br-test")
         };
         let start = std::time::Instant::now();
         while !settled() {
-            assert!(
-                start.elapsed().as_secs() < 10,
-                "br-test did not come up in {}",
-                self.ip.0
-            );
+            assert!(start.elapsed().as_secs() < 10, "br-test did not come up in {}", self.ip.0);
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
@@ -129,10 +97,7 @@ impl Netns {
         let ip = self.ip.clone();
         let thread = std::thread::spawn(move || {
             enter(&ip.0);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move { f(Kernel::connect().expect("netlink connects"), ip).await })
         });
         if let Err(panic) = thread.join() {
@@ -192,10 +157,7 @@ fn bundle_routes(ip: &Ip) -> Vec<Route> {
     for (args, v6) in [("route show table main", false), ("-6 route show table main", true)] {
         let raws: Vec<vpnfix::bundle::RawRoute> =
             serde_json::from_value(ip.json(args)).expect("ip -j route JSON reads as RawRoute");
-        out.extend(
-            raws.iter()
-                .filter_map(|r| vpnfix::bundle::route(r, v6).expect("ip's routes parse")),
-        );
+        out.extend(raws.iter().filter_map(|r| vpnfix::bundle::route(r, v6).expect("ip's routes parse")));
     }
     out
 }
@@ -219,44 +181,25 @@ fn dumps_read_the_kernel_as_ip_json_does() {
     }
     ns.with_kernel(|k, ip| async move {
         let routes = k.routes().await.expect("routes dump");
-        assert_eq!(
-            sorted(&routes),
-            sorted(bundle_routes(&ip)),
-            "kernel and `ip -j` dumps disagree"
-        );
+        assert_eq!(sorted(&routes), sorted(bundle_routes(&ip)), "kernel and `ip -j` dumps disagree");
 
         let bridge = find(&routes, "172.20.0.0/16");
         assert_eq!(bridge.len(), 1);
         assert_eq!(bridge[0].to_string(), "172.20.0.0/16 dev br-test proto kernel metric 0");
         assert!(bridge[0].is_on_link());
         let bridge6 = find(&routes, "fd42:20::/64");
-        assert_eq!(
-            bridge6[0].to_string(),
-            "fd42:20::/64 dev br-test proto kernel metric 256"
-        );
+        assert_eq!(bridge6[0].to_string(), "fd42:20::/64 dev br-test proto kernel metric 256");
         assert!(bridge6[0].is_on_link());
         assert_eq!(find(&routes, "10.9.0.0/16")[0].dev, None, "multipath over two devices");
         assert_eq!(find(&routes, "10.10.0.0/16")[0].kind, RouteKind::Reject);
         assert_eq!(find(&routes, "fd99::/64")[0].kind, RouteKind::Reject);
         assert_eq!(find(&routes, "10.8.0.0/16")[0].metric, 50);
-        assert!(
-            find(&routes, "192.0.2.0/24").is_empty(),
-            "table 1000 is not the main table"
-        );
-        assert!(
-            find(&routes, "ff00::/8").is_empty(),
-            "IPv6 table local is not the main table"
-        );
-        assert!(
-            find(&routes, "fd42:20::1/128").is_empty(),
-            "IPv6 table local is not the main table"
-        );
+        assert!(find(&routes, "192.0.2.0/24").is_empty(), "table 1000 is not the main table");
+        assert!(find(&routes, "ff00::/8").is_empty(), "IPv6 table local is not the main table");
+        assert!(find(&routes, "fd42:20::1/128").is_empty(), "IPv6 table local is not the main table");
 
         // A multipath match names no single device; route_get then asks which next hop is taken.
-        let got = k
-            .route_get("10.9.1.1".parse().unwrap())
-            .await
-            .expect("route get multipath");
+        let got = k.route_get("10.9.1.1".parse().unwrap()).await.expect("route get multipath");
         assert_eq!((got.dst.to_string().as_str(), got.protocol), ("10.9.0.0/16", 4));
         assert!(matches!(got.dev.as_deref(), Some("br-test" | "tun0")), "{got:?}");
 
@@ -265,14 +208,8 @@ fn dumps_read_the_kernel_as_ip_json_does() {
         assert_eq!(sorted(&links), sorted(raws.iter().map(vpnfix::bundle::link)));
         let by_name = |n: &str| links.iter().find(|l| l.name == n).cloned().expect("link present");
         assert!(by_name("br-test").is_bridge());
-        assert_eq!(
-            (by_name("tun0").kind.as_deref(), by_name("tun0").tap),
-            (Some("tun"), false)
-        );
-        assert_eq!(
-            (by_name("tap0").kind.as_deref(), by_name("tap0").tap),
-            (Some("tun"), true)
-        );
+        assert_eq!((by_name("tun0").kind.as_deref(), by_name("tun0").tap), (Some("tun"), false));
+        assert_eq!((by_name("tap0").kind.as_deref(), by_name("tap0").tap), (Some("tun"), true));
         assert_eq!(by_name("vfk-veth1").kind.as_deref(), Some("veth"));
         assert_eq!(by_name("lo").kind, None);
 
@@ -280,36 +217,18 @@ fn dumps_read_the_kernel_as_ip_json_does() {
         let mut from_ip = Vec::new();
         for dev in ip.json("addr show").as_array().expect("array") {
             for a in dev["addr_info"].as_array().expect("addr_info") {
-                from_ip.push(format!(
-                    "{}/{} dev {}",
-                    a["local"].as_str().unwrap(),
-                    a["prefixlen"],
-                    dev["ifname"]
-                ));
+                from_ip.push(format!("{}/{} dev {}", a["local"].as_str().unwrap(), a["prefixlen"], dev["ifname"]));
             }
         }
         let from_ip = from_ip.iter().map(|s| s.replace('"', ""));
         assert_eq!(sorted(addrs.iter().map(|a| a.to_string())), sorted(from_ip));
-        assert!(
-            addrs.iter().any(|a| a.to_string() == "10.0.1.65/32 dev tun0"),
-            "IFA_LOCAL, not the peer"
-        );
+        assert!(addrs.iter().any(|a| a.to_string() == "10.0.1.65/32 dev tun0"), "IFA_LOCAL, not the peer");
 
         let neigh = k.neighbours().await.expect("neighbours dump");
         let from_ip = ip.json("neigh show nud all");
         let from_ip = from_ip.as_array().expect("array").iter().map(|n| {
-            let state: Vec<&str> = n["state"]
-                .as_array()
-                .expect("state")
-                .iter()
-                .filter_map(|s| s.as_str())
-                .collect();
-            format!(
-                "{} dev {} {}",
-                n["dst"].as_str().unwrap(),
-                n["dev"].as_str().unwrap(),
-                state.join(",")
-            )
+            let state: Vec<&str> = n["state"].as_array().expect("state").iter().filter_map(|s| s.as_str()).collect();
+            format!("{} dev {} {}", n["dst"].as_str().unwrap(), n["dev"].as_str().unwrap(), state.join(","))
         });
         assert_eq!(sorted(neigh.iter().map(|n| n.to_string())), sorted(from_ip));
         let state = |a: &str| neigh.iter().find(|n| n.addr.to_string() == a).map(|n| n.state.clone());
@@ -328,17 +247,12 @@ fn ipv4_adds_exclusively_and_deletes_exactly() {
         let r = spec("172.20.1.0/24", "tun0", None, PROTO);
         assert_eq!(k.add(&r).await.expect("add"), Added::Added);
         assert_eq!(k.add(&r).await.expect("add again"), Added::Unchanged);
-        assert_eq!(
-            ip.run("route show 172.20.1.0/24").trim(),
-            "172.20.1.0/24 dev tun0 proto 86 scope link linkdown"
-        );
+        assert_eq!(ip.run("route show 172.20.1.0/24").trim(), "172.20.1.0/24 dev tun0 proto 86 scope link linkdown");
 
         // Same dst and metric as the bridge's kernel route: EEXIST, and the bridge's route named.
         let over = spec("172.20.0.0/16", "tun0", None, PROTO);
         let e = k.add(&over).await.expect_err("the bridge's route holds the place");
-        let KernelError::Foreign { existing, .. } = &e else {
-            panic!("not Foreign: {e:?}")
-        };
+        let KernelError::Foreign { existing, .. } = &e else { panic!("not Foreign: {e:?}") };
         assert_eq!(existing, "172.20.0.0/16 dev br-test proto kernel metric 0");
         assert_eq!(
             e.to_string(),
@@ -350,30 +264,16 @@ fn ipv4_adds_exclusively_and_deletes_exactly() {
         ip.run("route add 172.20.3.0/24 dev tun0 proto static");
         let theirs = spec("172.20.3.0/24", "tun0", None, PROTO);
         let e = k.add(&theirs).await.expect_err("a static route holds the place");
-        assert!(
-            matches!(&e, KernelError::Foreign { existing, .. } if existing.contains("proto static")),
-            "{e:?}"
-        );
+        assert!(matches!(&e, KernelError::Foreign { existing, .. } if existing.contains("proto static")), "{e:?}");
         assert_eq!(k.delete(&theirs).await.expect("delete"), Deleted::Unchanged);
-        assert_eq!(
-            k.delete(&spec("172.20.0.0/16", "br-test", None, PROTO))
-                .await
-                .expect("del"),
-            Deleted::Unchanged
-        );
-        assert_eq!(
-            k.delete(&spec("172.20.0.0/16", "br-test", None, 4)).await.expect("del"),
-            Deleted::Unchanged
-        );
+        assert_eq!(k.delete(&spec("172.20.0.0/16", "br-test", None, PROTO)).await.expect("del"), Deleted::Unchanged);
+        assert_eq!(k.delete(&spec("172.20.0.0/16", "br-test", None, 4)).await.expect("del"), Deleted::Unchanged);
         assert!(ip.run("route show 172.20.3.0/24").contains("proto static"));
         assert!(ip.run("route show 172.20.0.0/16").contains("dev br-test proto kernel"));
         ip.run("route del 172.20.3.0/24 dev tun0 proto static");
 
         let got = k.route_get("172.20.1.5".parse().unwrap()).await.expect("route get");
-        assert_eq!(
-            (got.dev.as_deref(), got.protocol, got.table),
-            (Some("tun0"), PROTO, MAIN_TABLE)
-        );
+        assert_eq!((got.dev.as_deref(), got.protocol, got.table), (Some("tun0"), PROTO, MAIN_TABLE));
         assert_eq!(got.dst.to_string(), "172.20.1.0/24");
         let got = k.route_get("172.20.0.2".parse().unwrap()).await.expect("route get");
         assert_eq!(
@@ -390,24 +290,16 @@ fn ipv4_adds_exclusively_and_deletes_exactly() {
             find(&routes, "172.20.2.0/24")[0].to_string(),
             "172.20.2.0/24 via 10.0.1.66 dev tun0 proto 86 metric 0"
         );
-        let e = k
-            .add(&spec("172.20.2.0/24", "tun0", None, PROTO))
-            .await
-            .expect_err("differs in gateway");
+        let e = k.add(&spec("172.20.2.0/24", "tun0", None, PROTO)).await.expect_err("differs in gateway");
         assert!(matches!(e, KernelError::Foreign { .. }), "{e:?}");
         let wrong_gw = spec("172.20.2.0/24", "tun0", Some("10.0.1.67"), PROTO);
         assert_eq!(k.delete(&wrong_gw).await.expect("delete"), Deleted::Unchanged);
         assert_eq!(k.delete(&via).await.expect("delete via"), Deleted::Deleted);
 
         // Another table (> 255 needs RTA_TABLE): no clash with main.
-        let other = RouteSpec {
-            table: 1000,
-            ..r.clone()
-        };
+        let other = RouteSpec { table: 1000, ..r.clone() };
         assert_eq!(k.add(&other).await.expect("add table 1000"), Added::Added);
-        assert!(ip
-            .run("route show table 1000")
-            .contains("172.20.1.0/24 dev tun0 proto 86"));
+        assert!(ip.run("route show table 1000").contains("172.20.1.0/24 dev tun0 proto 86"));
         assert_eq!(k.delete(&other).await.expect("delete table 1000"), Deleted::Deleted);
 
         assert_eq!(k.delete(&r).await.expect("delete"), Deleted::Deleted);
@@ -415,11 +307,7 @@ fn ipv4_adds_exclusively_and_deletes_exactly() {
         let got = k.route_get("172.20.1.5".parse().unwrap()).await.expect("route get");
         assert_eq!(got.dev.as_deref(), Some("br-test"));
     });
-    assert_eq!(
-        ns.ip.json("route show table main"),
-        before,
-        "the main table is back as it was"
-    );
+    assert_eq!(ns.ip.json("route show table main"), before, "the main table is back as it was");
 }
 
 #[test]
@@ -432,25 +320,14 @@ fn ipv6_adds_exclusively_and_deletes_exactly() {
         assert_eq!(k.add(&r).await.expect("add"), Added::Added);
         assert_eq!(k.add(&r).await.expect("add again"), Added::Unchanged);
         let got = k.route_get("fd42:20::105".parse().unwrap()).await.expect("route get");
-        assert_eq!(
-            (got.dev.as_deref(), got.protocol, got.metric),
-            (Some("tun0"), PROTO, 1024)
-        );
+        assert_eq!((got.dev.as_deref(), got.protocol, got.metric), (Some("tun0"), PROTO, 1024));
         let got = k.route_get("fd42:20::5".parse().unwrap()).await.expect("route get");
-        assert_eq!(
-            (got.dev.as_deref(), got.protocol, got.metric),
-            (Some("br-test"), 2, 256)
-        );
+        assert_eq!((got.dev.as_deref(), got.protocol, got.metric), (Some("br-test"), 2, 256));
 
         // IPv6 EEXIST is same dst and metric, whatever the device (fib6_add_rt2node).
         ip.run("-6 route add fd42:20::200/120 dev br-test proto static");
-        let e = k
-            .add(&spec("fd42:20::200/120", "tun0", None, PROTO))
-            .await
-            .expect_err("static route in the way");
-        let KernelError::Foreign { existing, .. } = &e else {
-            panic!("not Foreign: {e:?}")
-        };
+        let e = k.add(&spec("fd42:20::200/120", "tun0", None, PROTO)).await.expect_err("static route in the way");
+        let KernelError::Foreign { existing, .. } = &e else { panic!("not Foreign: {e:?}") };
         assert_eq!(existing, "fd42:20::200/120 dev br-test proto static metric 1024");
         ip.run("-6 route del fd42:20::200/120 dev br-test proto static");
 
@@ -461,16 +338,9 @@ fn ipv6_adds_exclusively_and_deletes_exactly() {
         assert_eq!(k.add(&same_dst).await.expect("add"), Added::Added);
         let got = k.route_get("fd42:20::5".parse().unwrap()).await.expect("route get");
         assert_eq!(got.dev.as_deref(), Some("br-test"));
-        assert_eq!(
-            k.delete(&spec("fd42:20::/64", "br-test", None, PROTO))
-                .await
-                .expect("del"),
-            Deleted::Unchanged
-        );
+        assert_eq!(k.delete(&spec("fd42:20::/64", "br-test", None, PROTO)).await.expect("del"), Deleted::Unchanged);
         assert_eq!(k.delete(&same_dst).await.expect("delete"), Deleted::Deleted);
-        assert!(ip
-            .run("-6 route show fd42:20::/64")
-            .contains("dev br-test proto kernel"));
+        assert!(ip.run("-6 route show fd42:20::/64").contains("dev br-test proto kernel"));
 
         let via = spec("fd42:20::300/120", "tun0", Some("fd00:8::1"), PROTO);
         assert_eq!(k.add(&via).await.expect("add via"), Added::Added);
@@ -480,11 +350,7 @@ fn ipv6_adds_exclusively_and_deletes_exactly() {
         assert_eq!(k.delete(&r).await.expect("delete"), Deleted::Deleted);
         assert_eq!(k.delete(&r).await.expect("delete again"), Deleted::Unchanged);
     });
-    assert_eq!(
-        ns.ip.json("-6 route show table main"),
-        before,
-        "the main table is back as it was"
-    );
+    assert_eq!(ns.ip.json("-6 route show table main"), before, "the main table is back as it was");
 }
 
 #[test]
@@ -494,37 +360,20 @@ fn missing_devices_and_unroutable_addresses() {
     ns.ip.run("tuntap add dev vfk-gone mode tun");
     ns.ip.run("link set vfk-gone up");
     ns.with_kernel(|k, ip| async move {
-        let e = k
-            .add(&spec("172.20.1.0/24", "nope0", None, PROTO))
-            .await
-            .expect_err("no such device");
+        let e = k.add(&spec("172.20.1.0/24", "nope0", None, PROTO)).await.expect_err("no such device");
         assert!(e.is_no_device() && !e.is_permission(), "{e:?}");
         assert_eq!(e.to_string(), "device nope0 does not exist");
-        assert_eq!(
-            k.delete(&spec("172.20.1.0/24", "nope0", None, PROTO))
-                .await
-                .expect("del"),
-            Deleted::Unchanged
-        );
+        assert_eq!(k.delete(&spec("172.20.1.0/24", "nope0", None, PROTO)).await.expect("del"), Deleted::Unchanged);
 
         // The device goes, and the kernel drops its routes with it: deleting later is no error.
         let r = spec("172.20.7.0/24", "vfk-gone", None, PROTO);
         assert_eq!(k.add(&r).await.expect("add"), Added::Added);
         ip.run("link del vfk-gone");
-        assert_eq!(
-            k.delete(&r).await.expect("delete after the device went"),
-            Deleted::Unchanged
-        );
+        assert_eq!(k.delete(&r).await.expect("delete after the device went"), Deleted::Unchanged);
 
-        let e = k
-            .delete(&spec("172.20.1.0/24", "tun0", None, 0))
-            .await
-            .expect_err("protocol 0");
+        let e = k.delete(&spec("172.20.1.0/24", "tun0", None, 0)).await.expect_err("protocol 0");
         assert!(matches!(e, KernelError::Invalid { .. }), "{e:?}");
-        let e = k
-            .route_get("203.0.113.1".parse().unwrap())
-            .await
-            .expect_err("no default route here");
+        let e = k.route_get("203.0.113.1".parse().unwrap()).await.expect_err("no default route here");
         assert_eq!(e.errno(), Some(nix::errno::Errno::ENETUNREACH as i32), "{e:?}");
     });
 }
@@ -543,11 +392,7 @@ fn unprivileged_changes_are_permission_errors() {
         .env("VFK_EPERM_CHILD", "1")
         .output()
         .expect("child runs");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && log.contains("1 passed"), "child failed:\n{log}");
     assert!(!ns.ip.run("route show").contains("172.20.1.0/24"));
 }
@@ -560,10 +405,7 @@ fn eperm_child() {
     }
     let nobody = nix::unistd::Uid::from_raw(65534);
     nix::unistd::setresuid(nobody, nobody, nobody).expect("drop root");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let k = Kernel::connect().expect("netlink connects without privileges");
         let routes = k.routes().await.expect("dumps need no privileges");

@@ -1,6 +1,8 @@
-//! Where events come from: OpenVPN's script environment and arguments ([`openvpn`]). Each source
-//! is parsed at the edge into the same [`HookInput`]: an event, a tunnel and its pushed routes.
+//! Where events come from: OpenVPN's script environment and arguments ([`openvpn`]) and
+//! NetworkManager's dispatcher ([`nm`]). Each source is parsed at the edge into the same
+//! [`HookInput`]: an event, a tunnel and its pushed routes.
 
+pub mod nm;
 pub mod openvpn;
 
 use crate::net::{Push, Skipped, Tunnel};
@@ -35,30 +37,58 @@ pub struct HookInput {
 /// passes no `script_type`).
 pub const OPENVPN_MODES: &[&str] = &["up", "route-up", "route-pre-down", "down"];
 
+/// Who called vpnfix as a hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// OpenVPN, with the hook named on the command line (`vpnfix down …`) if it was.
+    OpenVpn {
+        /// The explicit hook name.
+        mode: Option<String>,
+    },
+    /// NetworkManager's dispatcher (`vpnfix IFACE ACTION`).
+    NetworkManager,
+}
+
 /// How vpnfix was invoked, when it was invoked as a hook rather than as a manual command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invocation {
-    /// The hook named on the command line (`vpnfix down …`), if any.
-    pub mode: Option<String>,
-    /// The positional arguments OpenVPN appended.
+    /// Who called.
+    pub source: Source,
+    /// The positional arguments the caller appended.
     pub args: Vec<String>,
 }
 
-/// Tells a hook invocation from a manual command: `vpnfix up|route-up|route-pre-down|down …`,
-/// or OpenVPN's `script_type` in the environment with a first argument that is not one of
-/// `commands` (OpenVPN appends `tun0 1500 0 …` to up/down, nothing to route-up).
+impl Invocation {
+    /// Parses the caller's environment and arguments.
+    pub fn parse(&self, env: &[(String, String)]) -> Result<HookInput, String> {
+        let env = env.iter().cloned();
+        match &self.source {
+            Source::OpenVpn { mode } => openvpn::parse(env, &self.args, mode.as_deref()).map_err(|e| e.to_string()),
+            Source::NetworkManager => nm::parse(env, &self.args).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Tells a hook invocation from a manual command: `vpnfix up|route-up|route-pre-down|down …`;
+/// NetworkManager's `NM_DISPATCHER_ACTION` in the environment; or OpenVPN's `script_type` — in
+/// both cases with a first argument that is not one of `commands` (OpenVPN appends
+/// `tun0 1500 0 …` to up/down and nothing to route-up; the dispatcher passes `IFACE ACTION`).
 pub fn detect(args: &[String], env: &[(String, String)], commands: &[&str]) -> Option<Invocation> {
     let first = args.first().map(String::as_str);
     if let Some(mode) = first.filter(|a| OPENVPN_MODES.contains(a)) {
-        return Some(Invocation {
-            mode: Some(mode.to_string()),
-            args: args[1..].to_vec(),
-        });
+        let source = Source::OpenVpn { mode: Some(mode.to_string()) };
+        return Some(Invocation { source, args: args[1..].to_vec() });
     }
-    let openvpn = env.iter().any(|(k, _)| k == "script_type");
-    let manual = first.is_some_and(|a| commands.contains(&a) || a.starts_with('-'));
-    (openvpn && !manual).then(|| Invocation {
-        mode: None,
-        args: args.to_vec(),
-    })
+    if first.is_some_and(|a| commands.contains(&a) || a.starts_with('-')) {
+        return None;
+    }
+    let has = |key: &str| env.iter().any(|(k, _)| k == key);
+    let source = if has("NM_DISPATCHER_ACTION") {
+        Source::NetworkManager
+    } else if has("script_type") {
+        Source::OpenVpn { mode: None }
+    } else {
+        return None;
+    };
+    Some(Invocation { source, args: args.to_vec() })
 }

@@ -44,11 +44,7 @@ where
 {
     let env: HashMap<String, String> = env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
     let script_type = mode.map(str::to_string).or_else(|| env.get("script_type").cloned());
-    let dev = env
-        .get("dev")
-        .or_else(|| args.first())
-        .filter(|d| !d.is_empty())
-        .ok_or(HookError::NoDevice)?;
+    let dev = env.get("dev").or_else(|| args.first()).filter(|d| !d.is_empty()).ok_or(HookError::NoDevice)?;
     if !valid_ifname(dev) {
         return Err(HookError::BadDevice(dev.clone()));
     }
@@ -73,9 +69,7 @@ pub fn valid_ifname(name: &str) -> bool {
         && name.len() < 16
         && name != "."
         && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
 }
 
 fn tunnel(env: &HashMap<String, String>, dev: &str, skipped: &mut Vec<Skipped>) -> Tunnel {
@@ -103,11 +97,7 @@ fn tunnel(env: &HashMap<String, String>, dev: &str, skipped: &mut Vec<Skipped>) 
     let local_v6 = v6(local6).map(|a| IpNet::V6(Ipv6Net::new(a, bits6.unwrap_or(128).min(128)).expect("len <= 128")));
     Tunnel {
         dev: dev.to_string(),
-        kind: if env.get("dev_type").map(String::as_str) == Some("tap") {
-            TunnelKind::Tap
-        } else {
-            TunnelKind::Tun
-        },
+        kind: if env.get("dev_type").map(String::as_str) == Some("tap") { TunnelKind::Tap } else { TunnelKind::Tun },
         gateway_v4: v4(gateway4),
         gateway_v6: v6(remote6).filter(|a| !a.is_unspecified()),
         local_v4,
@@ -146,13 +136,9 @@ fn ipv4_push(env: &HashMap<String, String>, n: usize, network: &str, tunnel: &Tu
     let origin = format!("route_network_{n}");
     let var = |k: &str| env.get(&format!("{k}_{n}")).filter(|v| !v.is_empty());
     let bad = |k: &str, v: &str, why: &str| Skipped::new(format!("{k}_{n}={v:?}"), format!("{why}; route skipped"));
-    let addr: Ipv4Addr = network
-        .parse()
-        .map_err(|_| bad("route_network", network, "not an IPv4 address"))?;
+    let addr: Ipv4Addr = network.parse().map_err(|_| bad("route_network", network, "not an IPv4 address"))?;
     let mask_s = var("route_netmask").map_or("255.255.255.255", String::as_str);
-    let mask: Ipv4Addr = mask_s
-        .parse()
-        .map_err(|_| bad("route_netmask", mask_s, "not a dotted netmask"))?;
+    let mask: Ipv4Addr = mask_s.parse().map_err(|_| bad("route_netmask", mask_s, "not a dotted netmask"))?;
     let len = netmask_len(mask).ok_or_else(|| bad("route_netmask", mask_s, "netmask is not contiguous"))?;
     let dst = Ipv4Net::new(addr, len).expect("len <= 32");
     if dst.trunc() != dst {
@@ -160,33 +146,19 @@ fn ipv4_push(env: &HashMap<String, String>, n: usize, network: &str, tunnel: &Tu
     }
     let gateway = match var("route_gateway") {
         None => None,
-        Some(g) => Some(
-            g.parse::<Ipv4Addr>()
-                .map_err(|_| bad("route_gateway", g, "not an IPv4 address"))?,
-        ),
+        Some(g) => Some(g.parse::<Ipv4Addr>().map_err(|_| bad("route_gateway", g, "not an IPv4 address"))?),
     };
     if let Some(g) = gateway.filter(|g| !on_tunnel_v4(tunnel, *g)) {
         return Err(Skipped::new(
             format!("{dst} ({origin})"),
-            format!(
-                "gateway {g} is not on the tunnel {}; not a tunnel route, left alone",
-                tunnel.dev
-            ),
+            format!("gateway {g} is not on the tunnel {}; not a tunnel route, left alone", tunnel.dev),
         ));
     }
     let metric = match var("route_metric") {
         None => None,
-        Some(m) => Some(
-            m.parse::<u32>()
-                .map_err(|_| bad("route_metric", m, "not a whole number"))?,
-        ),
+        Some(m) => Some(m.parse::<u32>().map_err(|_| bad("route_metric", m, "not a whole number"))?),
     };
-    Ok(Push {
-        dst: IpNet::V4(dst),
-        gateway: gateway.map(IpAddr::V4),
-        metric,
-        origin,
-    })
+    Ok(Push { dst: IpNet::V4(dst), gateway: gateway.map(IpAddr::V4), metric, origin })
 }
 
 /// Whether an IPv4 next hop lies on the tunnel: the VPN gateway, the p2p peer, or inside the
@@ -196,8 +168,7 @@ fn on_tunnel_v4(t: &Tunnel, g: Ipv4Addr) -> bool {
     !known
         || t.gateway_v4 == Some(g)
         || t.remote_v4 == Some(g)
-        || t.local_v4
-            .is_some_and(|n| n.prefix_len() < 32 && n.contains(&IpAddr::V4(g)))
+        || t.local_v4.is_some_and(|n| n.prefix_len() < 32 && n.contains(&IpAddr::V4(g)))
 }
 
 fn ipv6_pushes(env: &HashMap<String, String>, skipped: &mut Vec<Skipped>) -> Vec<Push> {
@@ -227,40 +198,23 @@ fn ipv6_push(env: &HashMap<String, String>, n: usize, network: &str) -> Result<P
     }
     let gateway = match var("route_ipv6_gateway") {
         None => None,
-        Some(g) => Some(
-            g.parse::<Ipv6Addr>()
-                .map_err(|_| bad("route_ipv6_gateway", g, "not an IPv6 address"))?,
-        ),
+        Some(g) => Some(g.parse::<Ipv6Addr>().map_err(|_| bad("route_ipv6_gateway", g, "not an IPv6 address"))?),
     };
     let metric = match var("route_ipv6_metric") {
         None => None,
-        Some(m) => Some(
-            m.parse::<u32>()
-                .map_err(|_| bad("route_ipv6_metric", m, "not a whole number"))?,
-        ),
+        Some(m) => Some(m.parse::<u32>().map_err(|_| bad("route_ipv6_metric", m, "not a whole number"))?),
     };
     let subject = format!("{dst} ({origin})");
     // When a pushed IPv6 route covers the server, OpenVPN prepends a /128 host route to the
     // server via the *physical* gateway (route.c:880-900): not a tunnel route.
     let outside = |g: &Ipv6Addr| env.get("net_gateway_ipv6").and_then(|v| v.parse::<Ipv6Addr>().ok()) == Some(*g);
     if gateway.as_ref().is_some_and(outside) {
-        return Err(Skipped::new(
-            subject,
-            "goes via the local IPv6 gateway, not the tunnel; left alone",
-        ));
+        return Err(Skipped::new(subject, "goes via the local IPv6 gateway, not the tunnel; left alone"));
     }
     if dst.network().to_ipv4_mapped().is_some() && dst.prefix_len() >= 96 {
-        return Err(Skipped::new(
-            subject,
-            "IPv4-mapped IPv6 addresses are never routed; route skipped",
-        ));
+        return Err(Skipped::new(subject, "IPv4-mapped IPv6 addresses are never routed; route skipped"));
     }
-    Ok(Push {
-        dst: IpNet::V6(dst),
-        gateway: gateway.filter(|g| !g.is_unspecified()).map(IpAddr::V6),
-        metric,
-        origin,
-    })
+    Ok(Push { dst: IpNet::V6(dst), gateway: gateway.filter(|g| !g.is_unspecified()).map(IpAddr::V6), metric, origin })
 }
 
 /// Keeps the first of pushes with the same destination.

@@ -66,9 +66,7 @@ impl fmt::Display for LocalNetwork {
 pub fn is_bridge(facts: &Facts, dev: &str) -> bool {
     match facts.links.iter().find(|l| l.name == dev) {
         Some(link) => link.is_bridge(),
-        None => ["docker", "br-", "virbr", "podman", "lxdbr", "cni"]
-            .iter()
-            .any(|p| dev.starts_with(p)),
+        None => ["docker", "br-", "virbr", "podman", "lxdbr", "cni"].iter().any(|p| dev.starts_with(p)),
     }
 }
 
@@ -93,10 +91,7 @@ pub fn describe(facts: &Facts, route: &Route) -> LocalNetwork {
         .addrs
         .iter()
         .filter(|a| a.dev == dev && inside(&a.addr))
-        .map(|a| Used {
-            addr: a.addr,
-            by: "bridge address".into(),
-        })
+        .map(|a| Used { addr: a.addr, by: "bridge address".into() })
         .collect();
     let mut local = LocalNetwork {
         dst,
@@ -114,10 +109,7 @@ pub fn describe(facts: &Facts, route: &Route) -> LocalNetwork {
                 .neighbours
                 .iter()
                 .filter(|nb| nb.dev == dev && nb.is_live() && inside(&nb.addr))
-                .map(|nb| Used {
-                    addr: nb.addr,
-                    by: "neighbour".into(),
-                }),
+                .map(|nb| Used { addr: nb.addr, by: "neighbour".into() }),
         ),
     }
     used.sort_by(|a, b| a.addr.cmp(&b.addr).then(a.by.cmp(&b.by)));
@@ -128,21 +120,12 @@ pub fn describe(facts: &Facts, route: &Route) -> LocalNetwork {
 
 fn add_docker(local: &mut LocalNetwork, used: &mut Vec<Used>, n: &DockerNetwork) {
     let dst = local.dst;
-    for pool in n
-        .ipam
-        .iter()
-        .filter(|p| dst.contains(&p.subnet) || p.subnet.contains(&dst))
-    {
+    for pool in n.ipam.iter().filter(|p| dst.contains(&p.subnet) || p.subnet.contains(&dst)) {
         if let Some(g) = pool.gateway.filter(|g| dst.contains(g)) {
-            used.push(Used {
-                addr: g,
-                by: "docker gateway".into(),
-            });
+            used.push(Used { addr: g, by: "docker gateway".into() });
         }
         if let Some(r) = pool.ip_range {
-            local
-                .ip_ranges
-                .extend(Prefix::from(r).intersect(Prefix::from(dst)).map(Prefix::to_net));
+            local.ip_ranges.extend(Prefix::from(r).intersect(Prefix::from(dst)).map(Prefix::to_net));
         }
     }
     for c in &n.containers {
@@ -150,14 +133,8 @@ fn add_docker(local: &mut LocalNetwork, used: &mut Vec<Used>, n: &DockerNetwork)
         if addrs.is_empty() {
             continue;
         }
-        used.extend(addrs.iter().map(|a| Used {
-            addr: *a,
-            by: c.name.clone(),
-        }));
-        local.containers.push(Container {
-            name: c.name.clone(),
-            addrs,
-        });
+        used.extend(addrs.iter().map(|a| Used { addr: *a, by: c.name.clone() }));
+        local.containers.push(Container { name: c.name.clone(), addrs });
     }
     local.containers.sort_by(|a, b| a.addrs.cmp(&b.addrs));
 }
@@ -183,18 +160,11 @@ pub fn keep_blocks(l: &LocalNetwork, li: usize, config: &Config) -> Vec<(Prefix,
     for u in &l.used {
         let host = Prefix::host(u.addr);
         out.push((host, li, KeepKind::Exact));
-        out.push((
-            Prefix::of(host.v6, host.addr, wide_len.min(host.len)),
-            li,
-            KeepKind::Wide,
-        ));
+        out.push((Prefix::of(host.v6, host.addr, wide_len.min(host.len)), li, KeepKind::Wide));
     }
     out.extend(l.ip_ranges.iter().map(|r| (Prefix::from(*r), li, KeepKind::Wide)));
     let user = |nets: &[IpNet], kind| {
-        nets.iter()
-            .filter_map(|n| Prefix::from(*n).intersect(dst))
-            .map(move |p| (p, li, kind))
-            .collect::<Vec<_>>()
+        nets.iter().filter_map(|n| Prefix::from(*n).intersect(dst)).map(move |p| (p, li, kind)).collect::<Vec<_>>()
     };
     out.extend(user(&config.keep, KeepKind::UserKeep));
     out.extend(user(&config.vpn, KeepKind::UserVpn));

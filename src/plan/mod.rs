@@ -83,16 +83,10 @@ fn usable_pushes<'a>(pushes: &'a [Push], config: &Config, skipped: &mut Vec<Skip
     for p in pushes {
         let min = config.min_prefix(matches!(p.dst, ipnet::IpNet::V6(_)));
         if is_default_or_half(p.dst) {
-            skipped.push(Skipped::new(
-                p.to_string(),
-                "a default route (or half of one) never contests a local network",
-            ));
+            skipped
+                .push(Skipped::new(p.to_string(), "a default route (or half of one) never contests a local network"));
         } else if p.dst.prefix_len() < min {
-            let var = if p.dst.addr().is_ipv6() {
-                "VPNFIX_MIN_PREFIX_V6"
-            } else {
-                "VPNFIX_MIN_PREFIX_V4"
-            };
+            let var = if p.dst.addr().is_ipv6() { "VPNFIX_MIN_PREFIX_V6" } else { "VPNFIX_MIN_PREFIX_V4" };
             skipped.push(Skipped::new(
                 p.to_string(),
                 format!("shorter than /{min} ({var}); not used to contest local networks"),
@@ -107,17 +101,11 @@ fn usable_pushes<'a>(pushes: &'a [Push], config: &Config, skipped: &mut Vec<Skip
 /// Physical devices are reported when a push overlaps them, never changed.
 fn report_physical(pushes: &[&Push], physical: &[&Route], skipped: &mut Vec<Skipped>) {
     for r in physical {
-        for p in pushes
-            .iter()
-            .filter(|p| Prefix::from(p.dst).overlaps(Prefix::from(r.dst)))
-        {
+        for p in pushes.iter().filter(|p| Prefix::from(p.dst).overlaps(Prefix::from(r.dst))) {
             let dev = r.dev.as_deref().unwrap_or_default();
             skipped.push(Skipped::new(
                 p.to_string(),
-                format!(
-                    "overlaps {} on {dev}, which is not a bridge; left as the kernel has it",
-                    r.dst
-                ),
+                format!("overlaps {} on {dev}, which is not a bridge; left as the kernel has it", r.dst),
             ));
         }
     }
@@ -274,11 +262,8 @@ impl<'a> Index<'a> {
     fn current(&self, v6: bool, addr: u128) -> Option<(u8, Vec<Option<&'a str>>)> {
         let (p, routes) = self.routes.longest(v6, addr)?;
         let best = routes.iter().map(|r| r.metric).min()?;
-        let mut devs: Vec<Option<&str>> = routes
-            .iter()
-            .filter(|r| r.metric == best)
-            .map(|r| r.dev.as_deref())
-            .collect();
+        let mut devs: Vec<Option<&str>> =
+            routes.iter().filter(|r| r.metric == best).map(|r| r.dev.as_deref()).collect();
         devs.sort();
         devs.dedup();
         Some((p.len, devs))

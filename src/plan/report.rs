@@ -47,16 +47,8 @@ impl fmt::Display for PlannedRoute {
             write!(f, " via {g}")?;
         }
         match self.side {
-            Side::Vpn => write!(
-                f,
-                " dev {}: VPN side of {}, shared with {}",
-                self.dev, self.push, self.owner
-            ),
-            Side::Local => write!(
-                f,
-                " dev {}: local side of {}, kept for {}",
-                self.dev, self.push, self.owner
-            ),
+            Side::Vpn => write!(f, " dev {}: VPN side of {}, shared with {}", self.dev, self.push, self.owner),
+            Side::Local => write!(f, " dev {}: local side of {}, kept for {}", self.dev, self.push, self.owner),
         }
     }
 }
@@ -78,11 +70,7 @@ pub struct Conflict {
 
 impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "push {} overlaps {}: {} contested",
-            self.push, self.local, self.contested
-        )
+        write!(f, "push {} overlaps {}: {} contested", self.push, self.local, self.contested)
     }
 }
 
@@ -135,14 +123,7 @@ pub(super) fn assemble(
     add.sort_by(|a, b| a.dst.cmp(&b.dst).then(a.dev.cmp(&b.dev)));
     let conflicts = conflicts(config, ix, pushes, &ranges, &add);
     let notes = notes(facts, config, &conflicts);
-    Plan {
-        tunnel: facts.tunnel.dev.clone(),
-        policy: config.policy,
-        add,
-        conflicts,
-        skipped,
-        notes,
-    }
+    Plan { tunnel: facts.tunnel.dev.clone(), policy: config.policy, add, conflicts, skipped, notes }
 }
 
 /// One line per range over the cap; past three ranges, one line for all of them.
@@ -157,19 +138,13 @@ fn over_cap(over: &[(Prefix, usize)], left: usize, cap: usize) -> Vec<Skipped> {
     };
     if over.len() <= 3 {
         let line = |(r, n): &(Prefix, usize)| {
-            Skipped::new(
-                r.to_string(),
-                format!("needs {}, {tail}; none added for this range", routes(*n)),
-            )
+            Skipped::new(r.to_string(), format!("needs {}, {tail}; none added for this range", routes(*n)))
         };
         return over.iter().map(line).collect();
     }
     let total = over.iter().map(|(_, n)| n).sum();
     let subject = format!("{} and {} more ranges", over[0].0, over.len() - 1);
-    vec![Skipped::new(
-        subject,
-        format!("need {}, {tail}; none added for them", routes(total)),
-    )]
+    vec![Skipped::new(subject, format!("need {}, {tail}; none added for them", routes(total)))]
 }
 
 fn planned(facts: &Facts, ix: &Index, pushes: &[&Push], b: Prefix, t: Target) -> PlannedRoute {
@@ -177,17 +152,9 @@ fn planned(facts: &Facts, ix: &Index, pushes: &[&Push], b: Prefix, t: Target) ->
     // is named after the one its first address belongs to. Blocks never span local networks
     // (each is in the table, and the split rule makes blocks longer than table routes).
     let whole = |(p, _): &(Prefix, &[usize])| p.len <= b.len;
-    let pi = ix
-        .pushes
-        .matches(b.v6, b.addr)
-        .find(whole)
-        .or_else(|| ix.pushes.longest(b.v6, b.addr));
+    let pi = ix.pushes.matches(b.v6, b.addr).find(whole).or_else(|| ix.pushes.longest(b.v6, b.addr));
     let (_, pi) = pi.expect("a planned block lies in a push");
-    let (_, li) = ix
-        .locals
-        .matches(b.v6, b.addr)
-        .find(whole)
-        .expect("a planned block lies in a local network");
+    let (_, li) = ix.locals.matches(b.v6, b.addr).find(whole).expect("a planned block lies in a local network");
     let local = &ix.local_nets[li[0]];
     let (dev, gateway, side) = match t {
         Target::Tunnel => (facts.tunnel.dev.clone(), facts.tunnel.next_hop(b.v6), Side::Vpn),
@@ -261,10 +228,7 @@ fn notes(facts: &Facts, config: &Config, conflicts: &[Conflict]) -> Vec<String> 
     // One note per local network, naming its top-level contested ranges.
     let mut by_local: Vec<(&LocalNetwork, Vec<IpNet>)> = Vec::new();
     for c in conflicts {
-        match by_local
-            .iter_mut()
-            .find(|(l, _)| l.dst == c.local.dst && l.dev == c.local.dev)
-        {
+        match by_local.iter_mut().find(|(l, _)| l.dst == c.local.dst && l.dev == c.local.dev) {
             Some((_, ranges)) if ranges.iter().any(|r| r.contains(&c.contested)) => {}
             Some((_, ranges)) => ranges.push(c.contested),
             None => by_local.push((&c.local, vec![c.contested])),

@@ -31,30 +31,17 @@ pub(super) fn route(dst: &str, dev: &str, gw: Option<&str>, metric: u32) -> Rout
 }
 
 pub(super) fn link(index: u32, name: &str, kind: Option<&str>) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        kind: kind.map(str::to_string),
-        tap: false,
-    }
+    Link { index, name: name.into(), kind: kind.map(str::to_string), tap: false }
 }
 
 pub(super) fn push(dst: &str) -> Push {
-    Push {
-        dst: net(dst),
-        gateway: None,
-        metric: None,
-        origin: format!("test {dst}"),
-    }
+    Push { dst: net(dst), gateway: None, metric: None, origin: format!("test {dst}") }
 }
 
 /// The seed laptop: milvus 172.20.0.0/16 on br-milvus (bridge .1, containers .2–.4), tun0 up.
 fn seed() -> Facts {
     Facts {
-        tunnel: Tunnel {
-            dev: "tun0".into(),
-            ..Tunnel::default()
-        },
+        tunnel: Tunnel { dev: "tun0".into(), ..Tunnel::default() },
         pushes: vec![push("172.20.0.0/16")],
         routes: vec![
             route("0.0.0.0/0", "eth0", Some("192.168.1.1"), 100),
@@ -62,34 +49,19 @@ fn seed() -> Facts {
             route("10.8.0.0/24", "tun0", None, 0),
             route("172.20.0.0/16", "br-milvus", None, 0),
         ],
-        links: vec![
-            link(1, "eth0", None),
-            link(2, "br-milvus", Some("bridge")),
-            link(3, "tun0", Some("tun")),
-        ],
-        addrs: vec![Addr {
-            dev: "br-milvus".into(),
-            addr: ip("172.20.0.1"),
-            prefix_len: 16,
-        }],
+        links: vec![link(1, "eth0", None), link(2, "br-milvus", Some("bridge")), link(3, "tun0", Some("tun"))],
+        addrs: vec![Addr { dev: "br-milvus".into(), addr: ip("172.20.0.1"), prefix_len: 16 }],
         neighbours: vec![],
         docker: Some(vec![DockerNetwork {
             name: "milvus".into(),
             id: "0123456789abcdef".into(),
             bridge: "br-milvus".into(),
             compose_project: Some("milvus".into()),
-            ipam: vec![IpamPool {
-                subnet: net("172.20.0.0/16"),
-                gateway: Some(ip("172.20.0.1")),
-                ip_range: None,
-            }],
+            ipam: vec![IpamPool { subnet: net("172.20.0.0/16"), gateway: Some(ip("172.20.0.1")), ip_range: None }],
             containers: ["etcd", "minio", "standalone"]
                 .iter()
                 .zip(2..)
-                .map(|(n, i)| Container {
-                    name: format!("milvus-{n}"),
-                    addrs: vec![ip(&format!("172.20.0.{i}"))],
-                })
+                .map(|(n, i)| Container { name: format!("milvus-{n}"), addrs: vec![ip(&format!("172.20.0.{i}"))] })
                 .collect(),
         }]),
         skipped: vec![],
@@ -151,10 +123,7 @@ fn a_longer_push_over_a_new_container_keeps_exactly_that_container() {
     f.pushes = vec![push("172.20.2.0/24")];
     f.routes.push(route("172.20.2.0/24", "tun0", Some("10.8.0.1"), 0));
     let docker = f.docker.as_mut().unwrap();
-    docker[0].containers.push(Container {
-        name: "late".into(),
-        addrs: vec![ip("172.20.2.10")],
-    });
+    docker[0].containers.push(Container { name: "late".into(), addrs: vec![ip("172.20.2.10")] });
     let p = plan(&f, &Config::default());
     assert_eq!(lines(&p), ["172.20.2.10/32 dev br-milvus"]);
 }
@@ -166,25 +135,14 @@ fn an_aggregate_push_over_two_compose_networks() {
     f.routes.push(route("172.16.0.0/12", "tun0", Some("10.8.0.1"), 0));
     f.routes.push(route("172.18.0.0/16", "br-shop", None, 0));
     f.links.push(link(4, "br-shop", Some("bridge")));
-    f.addrs.push(Addr {
-        dev: "br-shop".into(),
-        addr: ip("172.18.0.1"),
-        prefix_len: 16,
-    });
+    f.addrs.push(Addr { dev: "br-shop".into(), addr: ip("172.18.0.1"), prefix_len: 16 });
     f.docker.as_mut().unwrap().push(DockerNetwork {
         name: "shop_default".into(),
         id: "fedcba9876543210".into(),
         bridge: "br-shop".into(),
         compose_project: Some("shop".into()),
-        ipam: vec![IpamPool {
-            subnet: net("172.18.0.0/16"),
-            gateway: None,
-            ip_range: Some(net("172.18.64.0/20")),
-        }],
-        containers: vec![Container {
-            name: "shop-api-1".into(),
-            addrs: vec![ip("172.18.200.7")],
-        }],
+        ipam: vec![IpamPool { subnet: net("172.18.0.0/16"), gateway: None, ip_range: Some(net("172.18.64.0/20")) }],
+        containers: vec![Container { name: "shop-api-1".into(), addrs: vec![ip("172.18.200.7")] }],
     });
     let p = plan(&f, &Config::default());
     let shop: Vec<String> = lines(&p).into_iter().filter(|l| l.starts_with("172.18.")).collect();
@@ -219,11 +177,7 @@ fn ipv6_keeps_a_120_around_used_addresses() {
     f.pushes = vec![push("fd42:20::/48")];
     f.routes.push(route("fd42:20::/64", "br-milvus", None, 256));
     f.routes.push(route("fd42:20::/48", "tun0", None, 1024));
-    f.addrs.push(Addr {
-        dev: "br-milvus".into(),
-        addr: ip("fd42:20::1"),
-        prefix_len: 64,
-    });
+    f.addrs.push(Addr { dev: "br-milvus".into(), addr: ip("fd42:20::1"), prefix_len: 64 });
     let p = plan(&f, &Config::default());
     assert_eq!(p.add.len(), 56, "/120 siblings up to the /65");
     assert_eq!(lines(&p).first().unwrap(), "fd42:20::100/120 dev tun0");
@@ -235,36 +189,17 @@ fn ipv6_keeps_a_120_around_used_addresses() {
 fn policies_vpn_and_local() {
     let mut f = seed();
     f.routes.insert(0, route("172.20.0.0/16", "tun0", Some("10.8.0.1"), 0));
-    let vpn = Config {
-        policy: Policy::Vpn,
-        ..Config::default()
-    };
-    assert_eq!(
-        lines(&plan(&f, &vpn)),
-        ["172.20.0.0/17 dev tun0", "172.20.128.0/17 dev tun0"]
-    );
-    let local = Config {
-        policy: Policy::Local,
-        ..Config::default()
-    };
+    let vpn = Config { policy: Policy::Vpn, ..Config::default() };
+    assert_eq!(lines(&plan(&f, &vpn)), ["172.20.0.0/17 dev tun0", "172.20.128.0/17 dev tun0"]);
+    let local = Config { policy: Policy::Local, ..Config::default() };
     let p = plan(&f, &local);
-    assert_eq!(
-        lines(&p),
-        ["172.20.0.0/17 dev br-milvus", "172.20.128.0/17 dev br-milvus"]
-    );
-    assert!(p
-        .notes
-        .iter()
-        .any(|n| n.starts_with("policy local: the VPN cannot reach 172.20.0.0/16")));
+    assert_eq!(lines(&p), ["172.20.0.0/17 dev br-milvus", "172.20.128.0/17 dev br-milvus"]);
+    assert!(p.notes.iter().any(|n| n.starts_with("policy local: the VPN cannot reach 172.20.0.0/16")));
 }
 
 #[test]
 fn user_keep_and_vpn_lists() {
-    let cfg = Config {
-        keep: vec![net("172.20.9.0/24")],
-        vpn: vec![net("172.20.0.0/24")],
-        ..Config::default()
-    };
+    let cfg = Config { keep: vec![net("172.20.9.0/24")], vpn: vec![net("172.20.0.0/24")], ..Config::default() };
     let p = plan(&seed(), &cfg);
     let l = lines(&p);
     // .1–.4 stay (used addresses always do), the rest of .0/24 goes to the VPN, .9/24 stays.
@@ -277,12 +212,7 @@ fn user_keep_and_vpn_lists() {
 #[test]
 fn short_pushes_default_halves_and_physical_overlaps_are_reported_not_used() {
     let mut f = seed();
-    f.pushes = vec![
-        push("0.0.0.0/1"),
-        push("128.0.0.0/1"),
-        push("172.0.0.0/6"),
-        push("192.168.1.0/24"),
-    ];
+    f.pushes = vec![push("0.0.0.0/1"), push("128.0.0.0/1"), push("172.0.0.0/6"), push("192.168.1.0/24")];
     let p = plan(&f, &Config::default());
     assert!(p.add.is_empty());
     let why: Vec<String> = p.skipped.iter().map(ToString::to_string).collect();
@@ -294,10 +224,7 @@ fn short_pushes_default_halves_and_physical_overlaps_are_reported_not_used() {
 
 #[test]
 fn the_cap_drops_a_whole_range_and_says_why() {
-    let cfg = Config {
-        max_routes: 7,
-        ..Config::default()
-    };
+    let cfg = Config { max_routes: 7, ..Config::default() };
     let p = plan(&seed(), &cfg);
     assert!(p.add.is_empty());
     assert_eq!(p.skipped[0].to_string(), "172.20.0.0/16: needs 8 routes, more than the 7 left of the cap of 7 (VPNFIX_MAX_ROUTES); none added for this range");
@@ -308,16 +235,8 @@ fn without_docker_the_neighbour_table_names_used_addresses() {
     let mut f = seed();
     f.docker = None;
     f.neighbours = vec![
-        Neighbour {
-            dev: "br-milvus".into(),
-            addr: ip("172.20.7.9"),
-            state: vec!["STALE".into()],
-        },
-        Neighbour {
-            dev: "br-milvus".into(),
-            addr: ip("172.20.8.9"),
-            state: vec!["FAILED".into()],
-        },
+        Neighbour { dev: "br-milvus".into(), addr: ip("172.20.7.9"), state: vec!["STALE".into()] },
+        Neighbour { dev: "br-milvus".into(), addr: ip("172.20.8.9"), state: vec!["FAILED".into()] },
     ];
     let p = plan(&f, &Config::default());
     assert_eq!(p.conflicts[0].kept, vec![net("172.20.0.0/24"), net("172.20.7.0/24")]);
@@ -332,10 +251,7 @@ fn a_longer_route_through_a_third_device_is_left_alone_and_own_routes_are_ignore
     own.protocol = Proto(crate::net::DEFAULT_PROTO);
     f.routes.push(own);
     let l = lines(&plan(&f, &Config::default()));
-    assert!(
-        l.contains(&"172.20.1.0/24 dev tun0".to_string()),
-        "own routes are swept before planning"
-    );
+    assert!(l.contains(&"172.20.1.0/24 dev tun0".to_string()), "own routes are swept before planning");
     assert!(l.contains(&"172.20.76.0/24 dev tun0".to_string()));
     assert!(l.contains(&"172.20.78.0/23 dev tun0".to_string()));
     assert!(!l.iter().any(|r| r.starts_with("172.20.77.")), "{l:#?}");
@@ -348,9 +264,7 @@ fn a_hostile_host_route_on_a_container_cannot_be_outdone_and_is_reported() {
     f.routes.push(route("172.20.0.2/32", "tun0", Some("10.8.0.1"), 0));
     let p = plan(&f, &Config::default());
     assert!(p.add.is_empty());
-    assert!(p.skipped[0]
-        .to_string()
-        .starts_with("172.20.0.2/32: a route of the same length is already in the table"));
+    assert!(p.skipped[0].to_string().starts_with("172.20.0.2/32: a route of the same length is already in the table"));
 }
 
 #[test]

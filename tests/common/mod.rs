@@ -2,6 +2,8 @@
 //! fails. Nothing here touches the machine's own namespace, and no packet leaves the ones made.
 #![allow(dead_code)] // each test binary uses part of this
 
+pub mod laptop;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,10 +16,7 @@ pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root and must not skip in CI"
-    );
+    assert!(std::env::var_os("CI").is_none(), "{test} needs root and must not skip in CI");
     eprintln!("SKIPPED (not root): {test} needs root to make network namespaces");
     false
 }
@@ -77,10 +76,7 @@ impl Netns {
     pub fn new() -> Netns {
         let name = format!("vft-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns {
-            name,
-            children: Vec::new(),
-        };
+        let ns = Netns { name, children: Vec::new() };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
     }
@@ -93,12 +89,7 @@ impl Netns {
 
     /// `ip -n NS …`, returning its output whatever happens.
     pub fn ip_try(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .unwrap()
+        Command::new("ip").arg("-n").arg(&self.name).args(args).output().unwrap()
     }
 
     /// A command inside the namespace.
@@ -110,13 +101,7 @@ impl Netns {
 
     /// Starts a long-running process inside the namespace; it is killed on drop.
     pub fn spawn(&mut self, program: &str, args: &[&str]) {
-        let child = self
-            .cmd(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = self.cmd(program).args(args).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
         self.children.push(child);
     }
 
@@ -210,12 +195,7 @@ pub const DOCKER_CLI: &str = "/usr/bin/docker";
 /// Runs a command, killing it (by its pid) when it takes longer than `secs`; `None` then, or
 /// when it could not be started. For teardown, where a hung dockerd must not hang the test.
 pub fn run_with_timeout(cmd: &mut Command, secs: u64) -> Option<Output> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
     let pid = child.id().to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -278,12 +258,7 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .expect("nsenter … dockerd starts");
-        let mut d = Dockerd {
-            dir,
-            tag,
-            started_in: std::time::Duration::ZERO,
-            child: Some(child),
-        };
+        let mut d = Dockerd { dir, tag, started_in: std::time::Duration::ZERO, child: Some(child) };
         d.wait_until_answering();
         d.started_in = t0.elapsed();
         d
@@ -299,11 +274,7 @@ impl Dockerd {
             assert!(
                 exited.is_none() && std::time::Instant::now() < deadline,
                 "dockerd {} (exit {exited:?}); its log:\n{}",
-                if exited.is_some() {
-                    "exited"
-                } else {
-                    "did not answer in 60 s"
-                },
+                if exited.is_some() { "exited" } else { "did not answer in 60 s" },
                 self.log_tail()
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -425,12 +396,7 @@ impl Dockerd {
         let mut v: Vec<String> = info
             .lines()
             .filter_map(|l| l.split(' ').nth(4))
-            .map(|m| {
-                m.replace("\\040", " ")
-                    .replace("\\011", "\t")
-                    .replace("\\012", "\n")
-                    .replace("\\134", "\\")
-            })
+            .map(|m| m.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"))
             .filter(|m| m == &marker || m.starts_with(&format!("{marker}/")))
             .collect();
         v.sort();
@@ -446,11 +412,7 @@ impl Drop for Dockerd {
         for m in self.mounts_below() {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
-        let _ = Command::new("rm")
-            .arg("-rf")
-            .arg("--one-file-system")
-            .arg(&self.dir)
-            .status();
+        let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(&self.dir).status();
         if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
             for c in ctrls.flatten() {
                 rmdir_tree(&c.path().join(&self.tag));

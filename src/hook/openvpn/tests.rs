@@ -115,10 +115,7 @@ fn malformed_routes_are_skipped_one_line_each() {
     for (extra, line) in cases {
         let h = with(extra);
         assert!(h.pushes.is_empty(), "{line}: {:?}", h.pushes);
-        assert_eq!(
-            h.skipped.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            vec![line.to_string()]
-        );
+        assert_eq!(h.skipped.iter().map(ToString::to_string).collect::<Vec<_>>(), vec![line.to_string()]);
     }
 }
 
@@ -169,10 +166,7 @@ fn tap_and_p2p_tunnels() {
 
 #[test]
 fn six_positional_arguments_with_empty_ones() {
-    let args: Vec<String> = ["tun3", "1500", "0", "", "", "init"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = ["tun3", "1500", "0", "", "", "init"].iter().map(|s| s.to_string()).collect();
     let h = parse(env(&[("script_type", "up")]), &args, None).unwrap();
     assert_eq!(h.tunnel.dev, "tun3");
     assert_eq!(h.tunnel.local_v4, None);
@@ -180,14 +174,8 @@ fn six_positional_arguments_with_empty_ones() {
 
 #[test]
 fn a_tunnel_must_be_named_and_named_sanely() {
-    assert_eq!(
-        parse(env(&[("script_type", "up")]), &[], None),
-        Err(HookError::NoDevice)
-    );
-    assert_eq!(
-        parse(env(&[("dev", "../etc")]), &[], None),
-        Err(HookError::BadDevice("../etc".into()))
-    );
+    assert_eq!(parse(env(&[("script_type", "up")]), &[], None), Err(HookError::NoDevice));
+    assert_eq!(parse(env(&[("dev", "../etc")]), &[], None), Err(HookError::BadDevice("../etc".into())));
     assert_eq!(
         parse(env(&[("dev", "a-very-long-interface")]), &[], None),
         Err(HookError::BadDevice("a-very-long-interface".into()))
@@ -196,35 +184,19 @@ fn a_tunnel_must_be_named_and_named_sanely() {
 
 #[test]
 fn hook_invocations_are_told_from_commands() {
-    use crate::hook::{detect, Invocation};
+    use crate::hook::{detect, Invocation, Source};
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let ovpn = env(&[("script_type", "down"), ("dev", "tun0")]);
     let cmds = ["plan", "apply", "cleanup"];
-    assert_eq!(
-        detect(
-            &s(&["tun0", "1500", "0", "10.8.0.2", "255.255.255.0", "init"]),
-            &ovpn,
-            &cmds
-        ),
-        Some(Invocation {
-            mode: None,
-            args: s(&["tun0", "1500", "0", "10.8.0.2", "255.255.255.0", "init"])
-        })
-    );
-    assert_eq!(
-        detect(&[], &ovpn, &cmds),
-        Some(Invocation {
-            mode: None,
-            args: vec![]
-        })
-    );
-    assert_eq!(
-        detect(&s(&["down", "tun0"]), &[], &cmds),
-        Some(Invocation {
-            mode: Some("down".into()),
-            args: s(&["tun0"])
-        })
-    );
+    let openvpn = |args: &[&str]| Some(Invocation { source: Source::OpenVpn { mode: None }, args: s(args) });
+    let updown = ["tun0", "1500", "0", "10.8.0.2", "255.255.255.0", "init"];
+    assert_eq!(detect(&s(&updown), &ovpn, &cmds), openvpn(&updown));
+    assert_eq!(detect(&[], &ovpn, &cmds), openvpn(&[]));
+    let down_root = Invocation { source: Source::OpenVpn { mode: Some("down".into()) }, args: s(&["tun0"]) };
+    assert_eq!(detect(&s(&["down", "tun0"]), &[], &cmds), Some(down_root));
+    let nm = env(&[("NM_DISPATCHER_ACTION", "vpn-up")]);
+    let dispatcher = Invocation { source: Source::NetworkManager, args: s(&["tun0", "vpn-up"]) };
+    assert_eq!(detect(&s(&["tun0", "vpn-up"]), &nm, &cmds), Some(dispatcher));
     assert_eq!(
         detect(&s(&["plan"]), &ovpn, &cmds),
         None,

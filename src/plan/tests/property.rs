@@ -20,10 +20,7 @@ struct B {
 
 impl B {
     fn new(off: u32, rel: u32) -> B {
-        B {
-            start: off & !((1u32 << (8 - rel)) - 1),
-            rel,
-        }
+        B { start: off & !((1u32 << (8 - rel)) - 1), rel }
     }
     fn has(self, a: u32) -> bool {
         a >> (8 - self.rel) == self.start >> (8 - self.rel)
@@ -87,13 +84,7 @@ fn world() -> impl Strategy<Value = World> {
         prop::option::of(block()),
         prop::collection::vec((0u32..256, prop::bool::ANY), 0..=3),
     );
-    let settings = (
-        prop::bool::ANY,
-        0u8..6,
-        0u32..=8,
-        prop::option::of(block()),
-        prop::option::of(block()),
-    );
+    let settings = (prop::bool::ANY, 0u8..6, 0u32..=8, prop::option::of(block()), prop::option::of(block()));
     (locals, pushes, extra, used, settings).prop_map(|(locals, pushes, extra, used, settings)| {
         let (v6, policy, keep_rel, user_keep, user_vpn) = settings;
         let bridge_metric = if v6 { 256 } else { 0 };
@@ -119,12 +110,7 @@ fn world() -> impl Strategy<Value = World> {
             if w.locals.iter().all(|(l, _)| *l != b) {
                 let dev = if second { "br1" } else { "br0" };
                 w.locals.push((b, dev));
-                w.table.push(TRoute {
-                    b,
-                    dev,
-                    metric: bridge_metric,
-                    gw: false,
-                });
+                w.table.push(TRoute { b, dev, metric: bridge_metric, gw: false });
             }
         }
         for (b, state) in pushes {
@@ -135,25 +121,12 @@ fn world() -> impl Strategy<Value = World> {
             let metric = [None, Some(bridge_metric), Some(50), Some(200)][state as usize];
             if let Some(metric) = metric {
                 // OpenVPN 2.6 prepends, so the tunnel's route comes first in the dump.
-                w.table.insert(
-                    0,
-                    TRoute {
-                        b,
-                        dev: "tun0",
-                        metric,
-                        gw: true,
-                    },
-                );
+                w.table.insert(0, TRoute { b, dev: "tun0", metric, gw: true });
             }
         }
         for (b, dev, metric) in extra {
             let dev = ["eth0", "tun1", "tun0", "br0"][dev];
-            w.table.push(TRoute {
-                b,
-                dev,
-                metric: [0, 50, 256][metric],
-                gw: true,
-            });
+            w.table.push(TRoute { b, dev, metric: [0, 50, 256][metric], gw: true });
         }
         w
     })
@@ -166,38 +139,21 @@ impl World {
             .table
             .iter()
             .map(|r| {
-                route(
-                    &r.b.text(v6),
-                    r.dev,
-                    r.gw.then_some(if v6 { "fd00::ffff:1" } else { "10.1.0.1" }),
-                    r.metric,
-                )
+                route(&r.b.text(v6), r.dev, r.gw.then_some(if v6 { "fd00::ffff:1" } else { "10.1.0.1" }), r.metric)
             })
             .collect();
         let addrs = self
             .locals
             .iter()
-            .map(|(l, dev)| Addr {
-                dev: dev.to_string(),
-                addr: ip(&addr_text(v6, l.start + 1)),
-                prefix_len: 24,
-            })
+            .map(|(l, dev)| Addr { dev: dev.to_string(), addr: ip(&addr_text(v6, l.start + 1)), prefix_len: 24 })
             .collect();
         let docker_subnet = if v6 { "fd00::/120" } else { "10.0.0.0/24" };
         Facts {
-            tunnel: Tunnel {
-                dev: "tun0".into(),
-                ..Tunnel::default()
-            },
+            tunnel: Tunnel { dev: "tun0".into(), ..Tunnel::default() },
             pushes: self
                 .pushes
                 .iter()
-                .map(|b| Push {
-                    dst: b.text(v6).parse().unwrap(),
-                    gateway: None,
-                    metric: None,
-                    origin: "p".into(),
-                })
+                .map(|b| Push { dst: b.text(v6).parse().unwrap(), gateway: None, metric: None, origin: "p".into() })
                 .collect(),
             routes,
             links: vec![
@@ -230,10 +186,7 @@ impl World {
                 containers: self
                     .containers
                     .iter()
-                    .map(|a| Container {
-                        name: format!("c{a}"),
-                        addrs: vec![ip(&addr_text(v6, *a))],
-                    })
+                    .map(|a| Container { name: format!("c{a}"), addrs: vec![ip(&addr_text(v6, *a))] })
                     .collect(),
             }]),
             skipped: vec![],
@@ -287,21 +240,12 @@ fn wants(w: &World, a: u32) -> Option<&'static str> {
 
 fn kept(w: &World, a: u32, l: B, ldev: &str, broad: bool) -> bool {
     // The bridge's own addresses: one at .1 of each of its local networks, where inside l.
-    let mut used: Vec<u32> = w
-        .locals
-        .iter()
-        .filter(|(o, d)| *d == ldev && l.has(o.start + 1))
-        .map(|(o, _)| o.start + 1)
-        .collect();
+    let mut used: Vec<u32> =
+        w.locals.iter().filter(|(o, d)| *d == ldev && l.has(o.start + 1)).map(|(o, _)| o.start + 1).collect();
     if ldev == "br0" {
         used.extend(w.containers.iter().filter(|c| l.has(**c)));
     } else {
-        used.extend(
-            w.neighbours
-                .iter()
-                .filter(|(n, live)| *live && l.has(*n))
-                .map(|(n, _)| *n),
-        );
+        used.extend(w.neighbours.iter().filter(|(n, live)| *live && l.has(*n)).map(|(n, _)| *n));
     }
     let in_l = |b: Option<B>| b.is_some_and(|b| b.has(a) && b.overlaps(l));
     if used.contains(&a) || in_l(w.user_keep) {
@@ -353,20 +297,11 @@ fn run(w: &World) -> Result<(), TestCaseError> {
     prop_assert_eq!(&got, &want, "plan differs from the minimal construction");
     let sorted = p.add.windows(2).all(|x| x[0].dst < x[1].dst);
     prop_assert!(sorted, "plan not sorted");
-    let stuck_got = p
-        .skipped
-        .iter()
-        .filter(|s| s.reason.contains("cannot be out-specified"))
-        .count();
+    let stuck_got = p.skipped.iter().filter(|s| s.reason.contains("cannot be out-specified")).count();
     prop_assert_eq!(stuck_got, stuck.len());
     // Longest-prefix match over T ∪ plan.
     let mut after = w.table.clone();
-    after.extend(routes.iter().map(|(b, dev)| TRoute {
-        b: *b,
-        dev,
-        metric: 0,
-        gw: false,
-    }));
+    after.extend(routes.iter().map(|(b, dev)| TRoute { b: *b, dev, metric: 0, gw: false }));
     for a in 0..256 {
         let before = current(&w.table, a);
         let now = current(&after, a);
@@ -382,10 +317,7 @@ fn run(w: &World) -> Result<(), TestCaseError> {
 
 /// The number of random worlds; `VPNFIX_PROPTEST_CASES` raises it for long runs.
 fn cases() -> u32 {
-    std::env::var("VPNFIX_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4096)
+    std::env::var("VPNFIX_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4096)
 }
 
 proptest! {

@@ -1,0 +1,77 @@
+//! `vpnfix status`, decided purely: what a tunnel's state records, whether each route is still
+//! in the kernel, and what the planner would want now from the recorded pushes and live facts.
+
+use crate::config::Config;
+use crate::kernel::{RouteSpec, MAIN_TABLE};
+use crate::net::Facts;
+use crate::plan::{self, Conflict};
+use crate::state::{State, Status};
+use serde::Serialize;
+
+/// One recorded route and whether the kernel still has it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteStatus {
+    /// The route as recorded.
+    #[serde(flatten)]
+    pub route: RouteSpec,
+    /// What the connect recorded.
+    pub status: Status,
+    /// Whether the kernel's main table has it now.
+    pub in_kernel: bool,
+}
+
+/// One tunnel's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TunnelStatus {
+    /// The tunnel device.
+    pub tunnel: String,
+    /// Whether the device exists now.
+    pub device_present: bool,
+    /// What vpnfix recorded, route by route.
+    pub routes: Vec<RouteStatus>,
+    /// The conflicts live now between the recorded pushes and the local networks.
+    pub conflicts: Vec<Conflict>,
+    /// Routes the planner wants now that the kernel lacks (Docker changed since the connect).
+    pub missing: Vec<RouteSpec>,
+    /// Every recorded route is in the kernel and nothing is missing.
+    pub in_sync: bool,
+}
+
+/// The status of `state` against the live `facts` (whose routes include vpnfix's own).
+pub fn status(state: &State, facts: &Facts, config: &Config) -> TunnelStatus {
+    let in_kernel = |r: &RouteSpec| {
+        facts.routes.iter().any(|k| {
+            k.dst == r.dst
+                && k.dev.as_deref() == Some(r.dev.as_str())
+                && k.protocol.0 == r.protocol
+                && k.gateway == r.gateway
+        })
+    };
+    let routes: Vec<RouteStatus> = state
+        .routes
+        .iter()
+        .map(|e| RouteStatus { route: e.route.clone(), status: e.status, in_kernel: in_kernel(&e.route) })
+        .collect();
+    let device_present = facts.links.iter().any(|l| l.name == state.tunnel);
+    let mut live = facts.clone();
+    live.tunnel.dev = state.tunnel.clone();
+    live.pushes = state.pushes.clone();
+    let p = plan::plan(&live, config);
+    let missing: Vec<RouteSpec> = if device_present {
+        p.add
+            .iter()
+            .map(|a| RouteSpec {
+                dst: a.dst,
+                dev: a.dev.clone(),
+                gateway: a.gateway,
+                table: MAIN_TABLE,
+                protocol: config.proto,
+            })
+            .filter(|r| !in_kernel(r))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let in_sync = routes.iter().all(|r| r.in_kernel) && missing.is_empty();
+    TunnelStatus { tunnel: state.tunnel.clone(), device_present, routes, conflicts: p.conflicts, missing, in_sync }
+}
