@@ -40,6 +40,29 @@ pub enum Command {
     /// conflicts live now.
     #[command(after_help = "Examples:\n  vpnfix status\n  vpnfix status --dev tun0 --json")]
     Status(StatusArgs),
+    /// For each address: the route the kernel picks, every route covering it and who installed
+    /// it, the Docker network and container that own it, the push that wants it, and why.
+    #[command(
+        after_help = "Examples:\n  vpnfix explain 172.20.2.52 172.20.0.2\n  vpnfix explain --from examples/laptop-docker 172.20.0.3 --json"
+    )]
+    Explain(ExplainArgs),
+}
+
+/// `vpnfix explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The addresses to explain.
+    #[arg(required = true, value_name = "ADDR")]
+    pub addrs: Vec<std::net::IpAddr>,
+    /// Explain for a bundle instead of this host.
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// Print one JSON object `{"addresses": […]}` instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// What to plan for.
+    #[command(flatten)]
+    pub select: Selection,
 }
 
 /// `vpnfix status`.
@@ -54,7 +77,7 @@ pub struct StatusArgs {
 }
 
 /// The subcommand names, for telling manual use from hook invocations.
-pub const COMMANDS: &[&str] = &["plan", "apply", "cleanup", "snapshot", "status", "help"];
+pub const COMMANDS: &[&str] = &["plan", "apply", "cleanup", "snapshot", "status", "explain", "help"];
 
 /// `vpnfix cleanup`.
 #[derive(Debug, Args)]

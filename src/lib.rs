@@ -13,6 +13,7 @@ pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod explain;
 pub mod hook;
 pub mod kernel;
 pub mod logging;

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Cleanup(args) => run::cleanup(args),
         Command::Snapshot(args) => run::snapshot(args),
         Command::Status(args) => run::status(args),
+        Command::Explain(args) => run::explain(args),
     };
     match result {
         Ok(out) => {

@@ -4,7 +4,7 @@
 
 use crate::apply::{self, ApplyError};
 use crate::bundle::{self, BundleError};
-use crate::cli::{CleanupArgs, PlanArgs, Selection, SnapshotArgs, StatusArgs};
+use crate::cli::{CleanupArgs, ExplainArgs, PlanArgs, Selection, SnapshotArgs, StatusArgs};
 use crate::config::{parse_kv_lines, Config, CONF_FILE};
 use crate::hook::{self, openvpn::HookError, Event, HookInput, Invocation, Source};
 use crate::kernel::{Kernel, KernelError};
@@ -220,6 +220,39 @@ fn is_hook_variable(k: &str) -> bool {
     const EXACT: &[&str] = &["script_type", "dev", "dev_type", "redirect_gateway", "net_gateway_ipv6", "signal"];
     const PREFIX: &[&str] = &["route_", "ifconfig_", "trusted_", "VPNFIX_", "VPN_", "NM_DISPATCHER_ACTION"];
     EXACT.contains(&k) || PREFIX.iter().any(|p| k.starts_with(p))
+}
+
+/// `vpnfix explain ADDR…`: for a bundle or this host (where the kernel's own `route get` says
+/// where each address goes).
+pub fn explain(args: &ExplainArgs) -> Result<String, Error> {
+    let env = environment();
+    let all = match &args.from {
+        Some(dir) => {
+            let (facts, config) = facts_from_bundle(bundle::read(dir)?, &args.select)?;
+            let plan = plan::plan(&facts, &config);
+            args.addrs.iter().map(|a| crate::explain::explain(*a, &facts, &config, &plan, None)).collect::<Vec<_>>()
+        }
+        None => {
+            let config = load_config(&env, &args.select.config_layer());
+            let input = selected_input(&env, &[], &args.select).unwrap_or_default();
+            runtime().block_on(async {
+                let k = Kernel::connect()?;
+                let g = gather(&k, &config, &env, input).await?;
+                let plan = plan::plan(&g.facts, &config);
+                let mut out = Vec::new();
+                for a in &args.addrs {
+                    let dev = k.route_get(*a).await.ok().and_then(|r| r.dev);
+                    out.push(crate::explain::explain(*a, &g.facts, &config, &plan, Some(dev)));
+                }
+                Ok::<_, Error>(out)
+            })?
+        }
+    };
+    Ok(if args.json {
+        serde_json::to_string_pretty(&serde_json::json!({ "addresses": all }))? + "\n"
+    } else {
+        crate::explain::text(&all)
+    })
 }
 
 /// `vpnfix status`: per tunnel, what vpnfix added, whether it is still there, and the conflicts

@@ -106,6 +106,40 @@ fn pushed_route_at_metric_50_like_network_manager() {
 }
 
 #[test]
+fn explain_agrees_with_the_kernel_on_both_sides() {
+    if !root_or_skip("explain_agrees_with_the_kernel") {
+        return;
+    }
+    let ns = laptop(Pushed::Prepended);
+    let state = TempDir::new("explain");
+    let e = env(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("VPNFIX_STATE_DIR", &state.path().join("s").display().to_string()),
+    ]);
+    let explain = |addrs: &[&str]| {
+        let mut args = vec!["explain", "--json", "--dev", "tun0", "--route", "172.20.0.0/16"];
+        args.extend(addrs);
+        let out = ns.vpnfix(&e, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let before = explain(&["172.20.2.52", "172.20.0.2"]);
+    for a in before["addresses"].as_array().unwrap() {
+        assert!(a["why"].as_str().unwrap().contains("vpnfix would add"), "{a}");
+    }
+    connect_and_check(&ns, &state, Pushed::Prepended);
+    let after = explain(&["172.20.2.52", "172.20.0.2"]);
+    for (a, dev) in after["addresses"].as_array().unwrap().iter().zip(["tun0", "br-test"]) {
+        let addr = a["addr"].as_str().unwrap();
+        assert_eq!(a["pick"]["dev"], dev, "{a}");
+        assert_eq!(ns.route_get(addr), dev);
+        assert_eq!(a["routes"][0]["installer"], "vpnfix", "{a}");
+        assert!(a["why"].as_str().unwrap().contains("vpnfix added"), "{a}");
+    }
+    assert!(ns.vpnfix(&hook_env("down", &state), &DOWN_ARGS).status.success());
+}
+
+#[test]
 fn unprivileged_down_says_so_exits_0_and_cleanup_restores_the_table() {
     if !root_or_skip("unprivileged_down") {
         return;
