@@ -54,6 +54,17 @@ pub enum ApplyError {
     /// The state could not be kept.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A connect stopped at a hard failure; what was added before it is recorded.
+    #[error("connect stopped after {added} of {planned} routes (those are recorded; `vpnfix cleanup` removes them)")]
+    Stopped {
+        /// Routes in the kernel and the state.
+        added: usize,
+        /// Routes the plan had.
+        planned: usize,
+        /// The failure.
+        #[source]
+        source: KernelError,
+    },
 }
 
 /// What a connect did.
@@ -156,7 +167,7 @@ pub async fn install<K: Netlink>(
     done.unverified = verify(k, &state).await;
     record(dir, &state)?;
     match failure {
-        Some(e) => Err(e.into()),
+        Some(source) => Err(ApplyError::Stopped { added: state.routes.len(), planned: plan.add.len(), source }),
         None => Ok(done),
     }
 }

@@ -35,6 +35,9 @@ pub enum Error {
     /// The output could not be serialized.
     #[error("cannot render JSON")]
     Json(#[from] serde_json::Error),
+    /// The tunnel device does not exist.
+    #[error("device {0} does not exist; nothing done")]
+    NoTunnel(String),
     /// Some removals failed.
     #[error("{0} route(s) could not be removed; they stay recorded for `vpnfix cleanup`")]
     Partial(usize),
@@ -46,7 +49,7 @@ impl Error {
         let kernel = |e: &KernelError| e.is_permission();
         let state = |e: &StateError| matches!(e, StateError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied);
         let denied = match self {
-            Error::Kernel(e) | Error::Apply(ApplyError::Kernel(e)) => kernel(e),
+            Error::Kernel(e) | Error::Apply(ApplyError::Kernel(e) | ApplyError::Stopped { source: e, .. }) => kernel(e),
             Error::State(e) | Error::Apply(ApplyError::State(e)) => state(e),
             _ => false,
         };
@@ -339,6 +342,9 @@ fn connect(config: &Config, env: &[(String, String)], input: HookInput) -> Resul
         let _lock = dir.lock(&dev)?;
         apply::sweep(&k, &dir, &dev, config.proto).await?;
         let g = gather(&k, config, env, input).await?;
+        if !g.facts.links.iter().any(|l| l.name == dev) {
+            return Err(Error::NoTunnel(dev.clone()));
+        }
         let p = plan::plan(&g.facts, config);
         for s in &p.skipped {
             warn!("{s}");
