@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses part of this
 
 pub mod laptop;
+pub mod ovpn;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -432,4 +433,45 @@ fn rmdir_tree(p: &Path) {
         }
     }
     let _ = std::fs::remove_dir(p);
+}
+
+// ------------------------------------------------------------------------------------------
+// Restarting a test dockerd with another daemon.json (used by netns_suggest.rs).
+
+impl Dockerd {
+    /// Stops this dockerd (its containers are removed first, as on drop; its networks stay in
+    /// its data root) and starts it again in `ns` with the same directories, socket and
+    /// containerd namespace but `--config-file config`; waits (up to 60 s) until it answers.
+    pub fn restart_with_config(&mut self, ns: &Netns, config: &Path) {
+        self.stop();
+        let log = std::fs::OpenOptions::new().append(true).create(true).open(self.dir.join("dockerd.log")).unwrap();
+        let t0 = std::time::Instant::now();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", ns.name))
+            .arg("dockerd")
+            .arg("--config-file")
+            .arg(config)
+            .args(["--iptables=false", "--ip-forward=false", "--ip-masq=false"])
+            .args(["--bridge=none", "--storage-driver=vfs"])
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .arg("--exec-root")
+            .arg(self.dir.join("exec"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
+            .arg("--pidfile")
+            .arg(self.dir.join("docker.pid"))
+            .arg("--cgroup-parent")
+            .arg(format!("/{}", self.tag))
+            .args(["--containerd-namespace", &self.tag])
+            .args(["--containerd-plugins-namespace", &format!("{}-plugins", self.tag)])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("nsenter … dockerd starts");
+        self.child = Some(child);
+        self.wait_until_answering();
+        self.started_in = t0.elapsed();
+    }
 }
