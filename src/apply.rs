@@ -4,11 +4,14 @@
 //! removal and reports all failures. Each change is logged once, just before it happens.
 
 use crate::cidr::{bits_ip, Prefix};
-use crate::kernel::{Added, Deleted, KernelError, RouteGet, RouteSpec, MAIN_TABLE};
+use crate::kernel::{Added, Deleted, KernelError, RouteGet, RouteSpec, IN_FLIGHT, MAIN_TABLE};
 use crate::net::{Link, Push, Route};
-use crate::plan::Plan;
+use crate::plan::{Plan, PlannedRoute};
 use crate::state::{Entry, State, StateDir, StateError, Status, VERSION};
+use futures::stream::{FuturesOrdered, StreamExt};
 use log::{info, warn};
+use std::collections::HashSet;
+use std::future::Future;
 use std::net::IpAddr;
 
 /// The kernel as apply needs it; [`crate::kernel::Kernel`] is the real one, tests may pass a
@@ -100,24 +103,33 @@ pub async fn sweep<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str, proto: u8) -
     }
     let links = k.links().await?;
     let live = |dev: &str| links.iter().any(|l| l.name == dev);
-    let mut claimed: Vec<RouteSpec> = Vec::new();
-    for other in dir.tunnels()?.into_iter().filter(|t| t != tunnel && live(t)) {
-        match dir.read(&other) {
+    // Other live tunnels with a state: their routes are theirs, and so is what they claim.
+    let others: HashSet<String> = dir.tunnels()?.into_iter().filter(|t| t != tunnel && live(t)).collect();
+    let mut claimed: HashSet<RouteSpec> = HashSet::new();
+    for other in &others {
+        match dir.read(other) {
             Ok(Some(s)) => claimed.extend(s.routes.into_iter().map(|e| e.route)),
             Ok(None) => {}
             Err(e) => warn!("{e}"),
         }
     }
-    let mut removed = 0;
-    for r in own.iter().filter_map(of_route) {
-        let other_tunnel = r.dev != tunnel && live(&r.dev) && dir.path().join(format!("{}.json", r.dev)).exists();
-        if other_tunnel || claimed.contains(&r) {
-            continue;
-        }
+    let stale: Vec<RouteSpec> =
+        own.iter().filter_map(of_route).filter(|r| !others.contains(&r.dev) && !claimed.contains(r)).collect();
+    let (mut removed, mut failure) = (0, None);
+    let start = |r| {
         info!("removing stale {r}: left by an earlier vpnfix run");
-        if k.delete(&r).await? == Deleted::Deleted {
-            removed += 1;
+        k.delete(r)
+    };
+    pipelined(&stale, start, |_, result| match result {
+        Ok(d) => {
+            removed += usize::from(d == Deleted::Deleted);
+            true
         }
+        Err(e) => keep_first(&mut failure, e),
+    })
+    .await;
+    if let Some(e) = failure {
+        return Err(e.into());
     }
     for gone in dir.tunnels()?.into_iter().filter(|t| t != tunnel && !live(t)) {
         let _lock = dir.lock(&gone)?;
@@ -128,6 +140,10 @@ pub async fn sweep<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str, proto: u8) -
 
 /// Records the plan as intent, adds every route, verifies each with route get, and records
 /// what really happened. Stops at the first hard failure, leaving a true record.
+///
+/// Adds are pipelined ([`IN_FLIGHT`] at a time), each logged just before its request is made.
+/// After a hard failure no further add is sent; those already in flight are awaited, and what
+/// the kernel acknowledged of them is recorded too.
 pub async fn install<K: Netlink>(
     k: &K,
     dir: &StateDir,
@@ -135,52 +151,100 @@ pub async fn install<K: Netlink>(
     pushes: &[Push],
     proto: u8,
 ) -> Result<Installed, ApplyError> {
+    let todo: Vec<(&PlannedRoute, RouteSpec)> =
+        plan.add.iter().map(|r| (r, spec(r.dst, &r.dev, r.gateway, proto))).collect();
     let mut state = State {
         version: VERSION,
         tunnel: plan.tunnel.clone(),
         pushes: pushes.to_vec(),
-        routes: plan
-            .add
-            .iter()
-            .map(|r| Entry { route: spec(r.dst, &r.dev, r.gateway, proto), status: Status::Pending })
-            .collect(),
+        routes: todo.iter().map(|(_, route)| Entry { route: route.clone(), status: Status::Pending }).collect(),
     };
     dir.write(&state)?;
     let mut done = Installed::default();
     let mut failure = None;
-    for (i, planned) in plan.add.iter().enumerate() {
+    let start = |item| {
+        let (planned, route): &(&PlannedRoute, RouteSpec) = item;
         info!("{planned}");
-        match k.add(&state.routes[i].route).await {
-            Ok(Added::Added) => (state.routes[i].status, done.added) = (Status::Added, done.added + 1),
-            Ok(Added::Unchanged) => (state.routes[i].status, done.present) = (Status::Present, done.present + 1),
-            Err(e @ KernelError::Foreign { .. }) => {
-                warn!("{e}");
-                done.blocked += 1;
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+        k.add(route)
+    };
+    pipelined(&todo, start, |i, result| match result {
+        Ok(Added::Added) => {
+            (state.routes[i].status, done.added) = (Status::Added, done.added + 1);
+            true
         }
-    }
+        Ok(Added::Unchanged) => {
+            (state.routes[i].status, done.present) = (Status::Present, done.present + 1);
+            true
+        }
+        Err(e @ KernelError::Foreign { .. }) => {
+            warn!("{e}");
+            done.blocked += 1;
+            true
+        }
+        Err(e) => keep_first(&mut failure, e),
+    })
+    .await;
     state.routes.retain(|e| e.status != Status::Pending);
     done.unverified = verify(k, &state).await;
     record(dir, &state)?;
     match failure {
-        Some(source) => Err(ApplyError::Stopped { added: state.routes.len(), planned: plan.add.len(), source }),
+        Some(e) => Err(e.into()),
         None => Ok(done),
     }
 }
 
+/// Records the first hard failure (and says so of any later one, which is not returned);
+/// always `false`: send nothing more.
+fn keep_first(first: &mut Option<KernelError>, e: KernelError) -> bool {
+    match first {
+        None => *first = Some(e),
+        Some(_) => warn!("{e}"),
+    }
+    false
+}
+
+/// Runs `start` on each item with up to [`IN_FLIGHT`] of the futures it returns pending at once,
+/// and hands their results to `done` in order. `start` makes the request only when its future
+/// is first polled, so whatever it logs precedes the change. Once `done` returns `false` no
+/// further item is started; those in flight are still awaited and handed to `done`.
+async fn pipelined<'a, T, R, F>(
+    items: &'a [T],
+    mut start: impl FnMut(&'a T) -> F,
+    mut done: impl FnMut(usize, R) -> bool,
+) where
+    F: Future<Output = R>,
+{
+    let (mut next, mut go) = (0, true);
+    let mut flight = FuturesOrdered::new();
+    loop {
+        while go && next < items.len() && flight.len() < IN_FLIGHT {
+            flight.push_back(start(&items[next]));
+            next += 1;
+        }
+        let Some(result) = flight.next().await else { break };
+        go &= done(next - flight.len() - 1, result);
+    }
+}
+
 /// Asks the kernel, for the first and last address of every recorded block, which device it
-/// picks; counts (and reports) disagreements.
+/// picks; counts (and reports) disagreements. The lookups are pipelined; each block's answers
+/// are then read as before: the first address, and the last only when the first agreed.
 async fn verify<K: Netlink>(k: &K, state: &State) -> usize {
+    let addrs: Vec<IpAddr> = state.routes.iter().flat_map(addrs_of).collect();
+    let mut answers = Vec::with_capacity(addrs.len());
+    pipelined(
+        &addrs,
+        |a| k.route_get(*a),
+        |_, r| {
+            answers.push(r);
+            true
+        },
+    )
+    .await;
     let mut wrong = 0;
-    for e in &state.routes {
-        let p = Prefix::from(e.route.dst);
-        for addr in [p.addr, p.last()] {
-            let a = bits_ip(p.v6, addr);
-            match k.route_get(a).await {
+    for (e, pair) in state.routes.iter().zip(answers.chunks(2)) {
+        for (a, answer) in addrs_of(e).into_iter().zip(pair) {
+            match answer {
                 Ok(got) if got.dev.as_deref() == Some(e.route.dev.as_str()) => {}
                 // The local table answers first for the host's own addresses and subnet
                 // broadcasts (e.g. 172.20.255.255 on a /16 bridge); no main route changes that.
@@ -204,6 +268,12 @@ async fn verify<K: Netlink>(k: &K, state: &State) -> usize {
     wrong
 }
 
+/// The first and last address of an entry's block.
+fn addrs_of(e: &Entry) -> [IpAddr; 2] {
+    let p = Prefix::from(e.route.dst);
+    [bits_ip(p.v6, p.addr), bits_ip(p.v6, p.last())]
+}
+
 fn record(dir: &StateDir, state: &State) -> Result<(), StateError> {
     if state.routes.is_empty() {
         dir.remove(&state.tunnel)
@@ -224,25 +294,15 @@ pub struct Removed {
 }
 
 /// Deletes exactly what the tunnel's state records (all of it, reporting every failure), then
-/// removes the state; failed entries stay recorded for `cleanup`.
+/// removes the state; failed entries stay recorded for `cleanup`. Deletes are pipelined, each
+/// logged just before its request is made.
 pub async fn remove<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str) -> Result<Removed, ApplyError> {
     let Some(mut state) = dir.read(tunnel)? else {
         return Ok(Removed::default());
     };
-    let mut out = Removed::default();
-    let mut left = Vec::new();
-    for e in state.routes {
-        info!("removing {}", e.route);
-        match k.delete(&e.route).await {
-            Ok(Deleted::Deleted) => out.deleted += 1,
-            Ok(Deleted::Unchanged) => out.gone += 1,
-            Err(err) => {
-                out.failed.push(err);
-                left.push(e);
-            }
-        }
-    }
-    state.routes = left;
+    let routes: Vec<RouteSpec> = state.routes.iter().map(|e| e.route.clone()).collect();
+    let (out, failed_at) = delete_all(k, &routes).await;
+    state.routes = failed_at.into_iter().map(|i| state.routes[i].clone()).collect();
     record(dir, &state)?;
     Ok(out)
 }
@@ -250,14 +310,29 @@ pub async fn remove<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str) -> Result<R
 /// Deletes every route that carries vpnfix's protocol number, whatever the state says
 /// (`cleanup --all`). Reports every failure.
 pub async fn sweep_all<K: Netlink>(k: &K, proto: u8) -> Result<Removed, ApplyError> {
-    let mut out = Removed::default();
-    for r in k.routes().await?.iter().filter(|r| r.protocol.0 == proto).filter_map(of_route) {
+    let own: Vec<RouteSpec> = k.routes().await?.iter().filter(|r| r.protocol.0 == proto).filter_map(of_route).collect();
+    Ok(delete_all(k, &own).await.0)
+}
+
+/// Deletes every route (pipelined, each logged first), trying all of them; also returns the
+/// indexes of those that failed, in order.
+async fn delete_all<K: Netlink>(k: &K, routes: &[RouteSpec]) -> (Removed, Vec<usize>) {
+    let (mut out, mut failed_at) = (Removed::default(), Vec::new());
+    let start = |r| {
         info!("removing {r}");
-        match k.delete(&r).await {
+        k.delete(r)
+    };
+    pipelined(routes, start, |i, result| {
+        match result {
             Ok(Deleted::Deleted) => out.deleted += 1,
             Ok(Deleted::Unchanged) => out.gone += 1,
-            Err(e) => out.failed.push(e),
+            Err(err) => {
+                out.failed.push(err);
+                failed_at.push(i);
+            }
         }
-    }
-    Ok(out)
+        true
+    })
+    .await;
+    (out, failed_at)
 }

@@ -46,6 +46,44 @@ pub enum Command {
         after_help = "Examples:\n  vpnfix explain 172.20.2.52 172.20.0.2\n  vpnfix explain --from examples/laptop-docker 172.20.0.3 --json"
     )]
     Explain(ExplainArgs),
+    /// Put vpnfix in place for OpenVPN and NetworkManager (binary, dispatcher script, OpenVPN
+    /// snippet), or take it away with --uninstall (needs root).
+    #[command(
+        after_help = "Examples:\n  sudo vpnfix install\n  vpnfix install --dry-run\n  sudo vpnfix install --uninstall"
+    )]
+    Install(InstallArgs),
+    /// Propose the permanent fix: a free subnet for each local network a VPN route collides
+    /// with, the compose `networks:` blocks, and a daemon.json whose address pools avoid the VPN.
+    #[command(
+        after_help = "Examples:\n  vpnfix suggest --route 172.16.0.0/12\n  vpnfix suggest --from DIR --prefer 10.0.0.0/8 --json\n  sudo vpnfix suggest --write-daemon-json /etc/docker/daemon.json"
+    )]
+    Suggest(SuggestArgs),
+}
+
+/// `vpnfix suggest`.
+#[derive(Debug, Args)]
+pub struct SuggestArgs {
+    /// Suggest for a bundle instead of this host (its daemon.json, if any, is the existing one).
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Take new subnets and pools from this range first; repeat for more (default: Docker's
+    /// 172.17.0.0/16 … 172.31.0.0/16, 192.168.0.0/16 for /20 and longer, 10.0.0.0/8; fd00::/8).
+    #[arg(long, value_name = "CIDR")]
+    pub prefer: Vec<IpNet>,
+    /// The existing daemon.json to merge into (default: the --write-daemon-json file, else
+    /// DIR/daemon.json with --from, else /etc/docker/daemon.json).
+    #[arg(long, value_name = "PATH")]
+    pub daemon_json: Option<PathBuf>,
+    /// Write the merged daemon.json to PATH, atomically, keeping the old one as
+    /// PATH.vpnfix-backup-<unix time>. Nothing is written without this flag.
+    #[arg(long, value_name = "PATH")]
+    pub write_daemon_json: Option<PathBuf>,
+    /// What to suggest for.
+    #[command(flatten)]
+    pub select: Selection,
 }
 
 /// `vpnfix explain`.
@@ -76,8 +114,26 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `vpnfix install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Where the binary and the manifest go ({prefix}/bin/vpnfix, {prefix}/share/vpnfix/installed).
+    #[arg(long, value_name = "DIR", default_value = "/usr/local")]
+    pub prefix: PathBuf,
+    /// Install into this directory as if it were / (packaging, tests).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Show what would be done; change nothing (works without root).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove what `vpnfix install` created and that is still unchanged.
+    #[arg(long)]
+    pub uninstall: bool,
+}
+
 /// The subcommand names, for telling manual use from hook invocations.
-pub const COMMANDS: &[&str] = &["plan", "apply", "cleanup", "snapshot", "status", "explain", "help"];
+pub const COMMANDS: &[&str] =
+    &["plan", "apply", "cleanup", "snapshot", "status", "explain", "suggest", "install", "help"];
 
 /// `vpnfix cleanup`.
 #[derive(Debug, Args)]

@@ -84,6 +84,8 @@ async fn inspect_all_inner(host: &str) -> Result<Vec<NetworkInspect>, DockerErro
 const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
 /// The compose project label.
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+/// The label naming the network's key in the compose file.
+const COMPOSE_NETWORK: &str = "com.docker.compose.network";
 
 /// A bridge network from Docker's description; `None` for other drivers (host, null, overlay,
 /// macvlan …), which own no Linux bridge. Malformed addresses are reported and left out.
@@ -129,6 +131,7 @@ pub fn from_inspect(n: &NetworkInspect, skipped: &mut Vec<Skipped>) -> Option<Do
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     Some(DockerNetwork {
         compose_project: n.labels.as_ref().and_then(|l| l.get(COMPOSE_PROJECT)).cloned(),
+        compose_network: n.labels.as_ref().and_then(|l| l.get(COMPOSE_NETWORK)).cloned(),
         name,
         id,
         bridge,

@@ -7,22 +7,24 @@
 //! opens them, and vpnfix runs without `PATH`, so nothing here shells out.
 
 use crate::net::{Addr, Link, Neighbour, Proto, Route, RouteKind};
-use futures::TryStreamExt;
 use ipnet::IpNet;
 use nix::errno::Errno;
-use rtnetlink::packet_core::Nla;
+use rtnetlink::packet_core::{Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{InfoData, InfoTun, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoTun, LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType, RouteVia,
 };
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, RouteMessageBuilder};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::RouteMessageBuilder;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Mutex;
+
+mod wire;
 
 /// `RT_TABLE_MAIN`: the table `ip route` shows and vpnfix plans against.
 pub const MAIN_TABLE: u32 = 254;
@@ -38,7 +40,7 @@ const IPV6_USER_METRIC: u32 = 1024;
 const NUD_NAMES: &str = "INCOMPLETE REACHABLE STALE DELAY PROBE FAILED NOARP PERMANENT";
 
 /// A route vpnfix adds or deletes: exactly these fields identify it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RouteSpec {
     /// Destination block (no host bits set).
     pub dst: IpNet,
@@ -192,25 +194,57 @@ macro_rules! attr {
     };
 }
 
-/// An rtnetlink connection in the namespace of the thread that made it.
-pub struct Kernel {
-    handle: Handle,
-    connection: tokio::task::JoinHandle<()>,
+/// The inner message of one kind, `pick!(msg, NewRoute)`; `None` for any other.
+macro_rules! pick {
+    ($msg:expr, $kind:ident) => {
+        match $msg {
+            RouteNetlinkMessage::$kind(m) => Some(m),
+            _ => None,
+        }
+    };
 }
 
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        self.connection.abort();
+/// An rtnetlink connection in the namespace of the thread that made it.
+///
+/// It remembers device names by index (and back) from its link dumps and lookups, so that the
+/// routes, addresses and neighbours it reads and the routes it changes name their devices
+/// without a link dump each: an index it has not seen refreshes the whole list, and a cached
+/// index the kernel no longer knows (ENODEV, ESRCH) is looked up again before the answer counts.
+/// A device keeps its index for its lifetime and can only be renamed while down, when the
+/// kernel has flushed its routes.
+pub struct Kernel {
+    wire: wire::Wire,
+    names: Mutex<Names>,
+}
+
+/// Device names by index and indexes by name.
+#[derive(Default)]
+struct Names {
+    by_index: HashMap<u32, String>,
+    by_name: HashMap<String, u32>,
+}
+
+impl Names {
+    fn learn(&mut self, index: u32, name: &str) {
+        self.by_index.insert(index, name.to_string());
+        self.by_name.insert(name.to_string(), index);
     }
 }
 
+/// How many requests may wait for their answers at once on one [`Kernel`]. Each unread answer
+/// sits in the socket's receive buffer (`net.core.rmem_default`, 208 KiB by default), and the
+/// kernel drops one that does not fit (`netlink_overrun`: ENOBUFS, the request never answered).
+/// A route lookup's answer is built in an `NLMSG_GOODSIZE` buffer (about 4.3 KiB with its skb,
+/// `inet_rtm_getroute`), an ack in well under 1 KiB: 32 lookups fill about two thirds.
+pub const IN_FLIGHT: usize = 32;
+
 impl Kernel {
-    /// Opens a netlink socket and spawns its connection task on the current tokio runtime.
+    /// Opens a netlink socket; like every adapter call, it must run inside a tokio runtime.
     pub fn connect() -> Result<Kernel, KernelError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(KernelError::NoRuntime)?;
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(KernelError::Connect)?;
-        let connection = runtime.spawn(connection);
-        Ok(Kernel { handle, connection })
+        // The socket needs no runtime of its own, but every caller awaits it on one.
+        tokio::runtime::Handle::try_current().map_err(KernelError::NoRuntime)?;
+        let wire = wire::Wire::connect().map_err(KernelError::Connect)?;
+        Ok(Kernel { wire, names: Mutex::new(Names::default()) })
     }
 
     /// The main table, IPv4 then IPv6, every protocol, as `ip route show table main` lists it.
@@ -227,31 +261,52 @@ impl Kernel {
 
     /// Every address on every device, IPv4 and IPv6.
     pub async fn addrs(&self) -> Result<Vec<Addr>, KernelError> {
-        let names = self.names().await?;
-        let req = self.handle.address().get().execute();
-        let msgs: Vec<AddressMessage> = req.try_collect().await.map_err(dump("addresses"))?;
-        Ok(msgs.iter().filter_map(|m| addr(m, &names)).collect())
+        let body = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        let msgs = self.wire.dump(body).await.map_err(dump("addresses"))?;
+        let msgs: Vec<AddressMessage> = msgs.into_iter().filter_map(|m| pick!(m, NewAddress)).collect();
+        self.know(msgs.iter().map(|m| m.header.index)).await?;
+        let names = self.names();
+        Ok(msgs.iter().filter_map(|m| addr(m, &names.by_index)).collect())
     }
 
     /// The ARP and NDP tables (every state, NOARP included; the planner chooses).
     pub async fn neighbours(&self) -> Result<Vec<Neighbour>, KernelError> {
-        let names = self.names().await?;
-        let req = self.handle.neighbours().get().execute();
-        let msgs: Vec<NeighbourMessage> = req.try_collect().await.map_err(dump("neighbours"))?;
-        Ok(msgs.iter().filter_map(|m| neighbour(m, &names)).collect())
+        let body = RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default());
+        let msgs = self.wire.dump(body).await.map_err(dump("neighbours"))?;
+        let msgs: Vec<NeighbourMessage> = msgs.into_iter().filter_map(|m| pick!(m, NewNeighbour)).collect();
+        self.know(msgs.iter().map(|m| m.header.ifindex)).await?;
+        let names = self.names();
+        Ok(msgs.iter().filter_map(|m| neighbour(m, &names.by_index)).collect())
     }
 
     /// Adds `r` create-exclusive (`NLM_F_CREATE|NLM_F_EXCL`, never `NLM_F_REPLACE`).
+    ///
+    /// Requests of several calls awaited together (`join_all`, `buffered`) are in flight at
+    /// once; keep at most [`IN_FLIGHT`] of them.
     pub async fn add(&self, r: &RouteSpec) -> Result<Added, KernelError> {
         let no_device = || KernelError::NoDevice(r.dev.clone());
-        let msg = message(r, self.index(&r.dev).await?.ok_or_else(no_device)?)?;
-        match self.handle.route().add(msg).execute().await {
+        let (index, cached) = self.index(&r.dev).await?.ok_or_else(no_device)?;
+        let mut result = self.add_at(r, index).await?;
+        if cached && matches!(&result, Err(e) if has_errno(e, &[Errno::ENODEV])) {
+            // The cached index is gone: the device may have come back under a new one.
+            result = match self.refresh_index(&r.dev, index).await? {
+                Some(fresh) => self.add_at(r, fresh).await?,
+                None => return Err(no_device()),
+            };
+        }
+        match result {
             Ok(()) => Ok(Added::Added),
             Err(e) if has_errno(&e, &[Errno::EEXIST]) => self.settle_exists(r, e).await,
             // The device went away between the lookup and the add.
             Err(e) if has_errno(&e, &[Errno::ENODEV]) => Err(no_device()),
             Err(e) => Err(KernelError::Add(r.clone(), Box::new(e))),
         }
+    }
+
+    /// The kernel's answer to adding `r` through device `index` (the outer error: `r` is invalid).
+    async fn add_at(&self, r: &RouteSpec, index: u32) -> Result<Result<(), rtnetlink::Error>, KernelError> {
+        let body = RouteNetlinkMessage::NewRoute(message(r, index)?);
+        Ok(self.wire.ack(body, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE).await)
     }
 
     /// EEXIST under `NLM_F_EXCL` says a route with the same dst holds the place: in IPv4 one with
@@ -273,20 +328,32 @@ impl Kernel {
 
     /// Deletes exactly `r`. The kernel deletes only a route whose protocol matches when
     /// `RTM_DELROUTE` carries one (`fib_table_delete`, `ip6_route_del`), and matches oif, table and
-    /// gateway too, so a foreign route is never hit.
+    /// gateway too, so a foreign route is never hit. Calls awaited together are in flight at once,
+    /// as for [`Kernel::add`].
     pub async fn delete(&self, r: &RouteSpec) -> Result<Deleted, KernelError> {
         if r.protocol == 0 {
             let why = "protocol 0 would let the kernel delete a route of any protocol";
             return Err(KernelError::Invalid(r.clone(), why.to_string()));
         }
         // A device that is gone took its routes with it (fib_disable_ip / rt6_disable_ip).
-        let Some(index) = self.index(&r.dev).await? else {
+        let Some((index, cached)) = self.index(&r.dev).await? else {
             return Ok(Deleted::Unchanged);
         };
+        let mut result = self.delete_at(r, index).await?;
+        if cached && result == Deleted::Unchanged {
+            // Not found through a remembered index: make sure the device did not come back anew.
+            if let Some(fresh) = self.refresh_index(&r.dev, index).await?.filter(|i| *i != index) {
+                result = self.delete_at(r, fresh).await?;
+            }
+        }
+        Ok(result)
+    }
+
+    async fn delete_at(&self, r: &RouteSpec, index: u32) -> Result<Deleted, KernelError> {
         let mut msg = message(r, index)?;
         // RT_SCOPE_NOWHERE matches any scope in fib_table_delete, as `ip route del` sends it.
         msg.header.scope = RouteScope::NoWhere;
-        match self.handle.route().del(msg).execute().await {
+        match self.wire.ack(RouteNetlinkMessage::DelRoute(msg), NLM_F_REQUEST | NLM_F_ACK).await {
             Ok(()) => Ok(Deleted::Deleted),
             Err(e) if has_errno(&e, &[Errno::ESRCH, Errno::ENODEV]) => Ok(Deleted::Unchanged),
             Err(e) => Err(KernelError::Delete(r.clone(), Box::new(e))),
@@ -295,15 +362,18 @@ impl Kernel {
 
     /// The route the kernel picks for `addr` (`RTM_GETROUTE` with `RTM_F_FIB_MATCH`, which names
     /// the matched route with its protocol; a plain lookup reports IPv4 protocol as unspec). For a
-    /// multipath match over several devices the plain lookup tells which next hop is taken.
+    /// multipath match over several devices the plain lookup tells which next hop is taken. Calls
+    /// awaited together are in flight at once, as for [`Kernel::add`].
     pub async fn route_get(&self, addr: IpAddr) -> Result<RouteGet, KernelError> {
-        let names = self.names().await?;
         let failed = |e| KernelError::RouteGet(addr, Box::new(e));
         let fib = self.lookup(addr, true).await.map_err(failed)?;
-        let mut answer = route_get(&fib, &names).ok_or_else(|| failed(rtnetlink::Error::RequestFailed))?;
+        self.know(oifs(&fib)).await?;
+        let mut answer =
+            route_get(&fib, &self.names().by_index).ok_or_else(|| failed(rtnetlink::Error::RequestFailed))?;
         if answer.dev.is_none() && fib.header.kind == RouteType::Unicast {
             let taken = self.lookup(addr, false).await.map_err(failed)?;
-            (answer.dev, answer.gateway) = next_hop(&taken.attributes, &names);
+            self.know(oifs(&taken)).await?;
+            (answer.dev, answer.gateway) = next_hop(&taken.attributes, &self.names().by_index);
         }
         Ok(answer)
     }
@@ -314,41 +384,101 @@ impl Kernel {
         msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
         msg.header.flags.set(RouteFlags::FibMatch, fib_match);
         msg.attributes.push(RouteAttribute::Destination(addr.into()));
-        let mut answers = self.handle.route().get(msg).execute();
-        answers.try_next().await?.ok_or(rtnetlink::Error::RequestFailed)
+        match self.wire.one(RouteNetlinkMessage::GetRoute(msg)).await? {
+            RouteNetlinkMessage::NewRoute(m) => Ok(m),
+            _ => Err(rtnetlink::Error::RequestFailed),
+        }
     }
 
     /// The routes of one family in one table. A dump without strict checking returns every table
     /// (IPv6 includes table local: ff00::/8, the host's own addresses), so the table is filtered here.
     async fn table(&self, family: AddressFamily, table: u32) -> Result<Vec<Route>, KernelError> {
-        let names = self.names().await?;
         let mut msg = RouteMessage::default();
         msg.header.address_family = family;
-        let req = self.handle.route().get(msg).execute();
-        let msgs: Vec<RouteMessage> = req.try_collect().await.map_err(dump("routes"))?;
-        let ours = msgs.iter().filter(|m| table_of(m) == table);
-        Ok(ours.filter_map(|m| route(m, &names)).collect())
+        let msgs = self.wire.dump(RouteNetlinkMessage::GetRoute(msg)).await.map_err(dump("routes"))?;
+        let ours: Vec<RouteMessage> =
+            msgs.into_iter().filter_map(|m| pick!(m, NewRoute)).filter(|m| table_of(m) == table).collect();
+        self.know(ours.iter().flat_map(oifs)).await?;
+        let names = self.names();
+        Ok(ours.iter().filter_map(|m| route(m, &names.by_index)).collect())
     }
 
+    /// Every device, remembered by index and name. Statistics are left out (`RTEXT_FILTER_SKIP_STATS`,
+    /// ignored by kernels before 4.x): nothing here reads them and they are most of each message.
     async fn link_dump(&self) -> Result<Vec<LinkMessage>, KernelError> {
-        let req = self.handle.link().get().execute();
-        req.try_collect().await.map_err(dump("links"))
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let msgs = self.wire.dump(RouteNetlinkMessage::GetLink(msg)).await.map_err(dump("links"))?;
+        let msgs: Vec<LinkMessage> = msgs.into_iter().filter_map(|m| pick!(m, NewLink)).collect();
+        let mut names = self.names();
+        *names = Names::default();
+        for m in &msgs {
+            if let Some(n) = name(m) {
+                names.learn(m.header.index, &n);
+            }
+        }
+        Ok(msgs)
     }
 
-    async fn names(&self) -> Result<HashMap<u32, String>, KernelError> {
-        let links = self.link_dump().await?;
-        Ok(links.iter().filter_map(|m| Some((m.header.index, name(m)?))).collect())
+    fn names(&self) -> std::sync::MutexGuard<'_, Names> {
+        // A panic elsewhere while the lock was held leaves a map that is still consistent.
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The ifindex of a device; `None` when it does not exist (the kernel answers ENODEV).
-    async fn index(&self, dev: &str) -> Result<Option<u32>, KernelError> {
-        let mut answers = self.handle.link().get().match_name(dev).execute();
-        match answers.try_next().await {
-            Ok(msg) => Ok(msg.map(|m| m.header.index)),
+    /// Makes sure every index is named, with one link dump if any is new (0 means none).
+    async fn know(&self, mut indexes: impl Iterator<Item = u32>) -> Result<(), KernelError> {
+        let unknown = {
+            let names = self.names();
+            indexes.any(|i| i != 0 && !names.by_index.contains_key(&i))
+        };
+        if unknown {
+            self.link_dump().await?;
+        }
+        Ok(())
+    }
+
+    /// The ifindex of a device and whether it was remembered; `None` when it does not exist (the
+    /// kernel answers ENODEV).
+    async fn index(&self, dev: &str) -> Result<Option<(u32, bool)>, KernelError> {
+        if let Some(i) = self.names().by_name.get(dev) {
+            return Ok(Some((*i, true)));
+        }
+        Ok(self.ask_index(dev).await?.map(|i| (i, false)))
+    }
+
+    /// Forgets a remembered index of `dev` and asks the kernel again.
+    async fn refresh_index(&self, dev: &str, stale: u32) -> Result<Option<u32>, KernelError> {
+        {
+            let mut names = self.names();
+            names.by_name.remove(dev);
+            names.by_index.remove(&stale);
+        }
+        self.ask_index(dev).await
+    }
+
+    async fn ask_index(&self, dev: &str) -> Result<Option<u32>, KernelError> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        msg.attributes.push(LinkAttribute::IfName(dev.to_string()));
+        match self.wire.one(RouteNetlinkMessage::GetLink(msg)).await {
+            Ok(RouteNetlinkMessage::NewLink(m)) => {
+                self.names().learn(m.header.index, dev);
+                Ok(Some(m.header.index))
+            }
+            Ok(_) => Err(KernelError::Device(dev.to_string(), Box::new(rtnetlink::Error::RequestFailed))),
             Err(e) if has_errno(&e, &[Errno::ENODEV]) => Ok(None),
             Err(e) => Err(KernelError::Device(dev.to_string(), Box::new(e))),
         }
     }
+}
+
+/// The devices a route message names: its oif and every next hop's.
+fn oifs(msg: &RouteMessage) -> impl Iterator<Item = u32> + '_ {
+    msg.attributes.iter().flat_map(|a| match a {
+        RouteAttribute::Oif(i) => vec![*i],
+        RouteAttribute::MultiPath(hops) => hops.iter().map(|h| h.interface_index).collect(),
+        _ => Vec::new(),
+    })
 }
 
 fn dump(what: &'static str) -> impl Fn(rtnetlink::Error) -> KernelError {

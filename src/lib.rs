@@ -5,7 +5,11 @@
 //! - [`bundle`] reads the same facts from `ip -j` / `docker network inspect` dumps;
 //! - [`plan`] (pure) decides which more-specific routes give the VPN what it needs while local
 //!   containers stay reachable, on top of [`cidr`] set arithmetic;
-//! - [`report`] renders plans for people.
+//! - [`apply`] runs a plan against the kernel ([`kernel`]) and records it ([`state`]);
+//! - [`report`], [`explain`], [`status`] and [`suggest`] tell people what is going on;
+//! - [`install`] puts the binary, NetworkManager's dispatcher script and the OpenVPN snippet in
+//!   place, and takes them away again;
+//! - [`run`] is the one place that ties them together.
 
 pub mod apply;
 pub mod bundle;
@@ -15,6 +19,7 @@ pub mod config;
 pub mod docker;
 pub mod explain;
 pub mod hook;
+pub mod install;
 pub mod kernel;
 pub mod logging;
 pub mod net;
@@ -23,3 +28,4 @@ pub mod report;
 pub mod run;
 pub mod state;
 pub mod status;
+pub mod suggest;

@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => run::snapshot(args),
         Command::Status(args) => run::status(args),
         Command::Explain(args) => run::explain(args),
+        Command::Install(args) => run::install(args),
+        Command::Suggest(args) => run::suggest(args),
     };
     match result {
         Ok(out) => {

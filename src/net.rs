@@ -235,6 +235,8 @@ pub struct DockerNetwork {
     pub bridge: String,
     /// The compose project (`com.docker.compose.project` label), if compose made it.
     pub compose_project: Option<String>,
+    /// The network's key in the compose file (`com.docker.compose.network` label).
+    pub compose_network: Option<String>,
     /// IPAM subnets.
     pub ipam: Vec<IpamPool>,
     /// Containers attached to it.

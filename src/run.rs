@@ -4,7 +4,7 @@
 
 use crate::apply::{self, ApplyError};
 use crate::bundle::{self, BundleError};
-use crate::cli::{CleanupArgs, ExplainArgs, PlanArgs, Selection, SnapshotArgs, StatusArgs};
+use crate::cli::{CleanupArgs, ExplainArgs, InstallArgs, PlanArgs, Selection, SnapshotArgs, StatusArgs, SuggestArgs};
 use crate::config::{parse_kv_lines, Config, CONF_FILE};
 use crate::hook::{self, openvpn::HookError, Event, HookInput, Invocation, Source};
 use crate::kernel::{Kernel, KernelError};
@@ -38,9 +38,18 @@ pub enum Error {
     /// The tunnel device does not exist.
     #[error("device {0} does not exist; nothing done")]
     NoTunnel(String),
+    /// Installing or uninstalling failed.
+    #[error(transparent)]
+    Install(#[from] crate::install::InstallError),
+    /// Some removals of `install --uninstall` failed (each is in the report).
+    #[error("{0} removal(s) failed; the manifest stays for another `vpnfix install --uninstall`")]
+    Uninstall(usize),
     /// Some removals failed.
     #[error("{0} route(s) could not be removed; they stay recorded for `vpnfix cleanup`")]
     Partial(usize),
+    /// daemon.json could not be read or written.
+    #[error(transparent)]
+    Suggest(#[from] crate::suggest::SuggestError),
 }
 
 impl Error {
@@ -225,6 +234,80 @@ fn is_hook_variable(k: &str) -> bool {
     EXACT.contains(&k) || PREFIX.iter().any(|p| k.starts_with(p))
 }
 
+/// Where Docker reads its configuration.
+const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
+/// `vpnfix suggest`: the permanent fix for this host or a bundle. Writes daemon.json only when
+/// asked (`--write-daemon-json`), merged into the file it replaces.
+pub fn suggest(args: &SuggestArgs) -> Result<String, Error> {
+    use crate::suggest::{self, SuggestInput};
+    let env = environment();
+    let (facts, config) = match &args.from {
+        Some(dir) => facts_from_bundle(bundle::read(dir)?, &args.select)?,
+        None => {
+            let config = load_config(&env, &args.select.config_layer());
+            let input = selected_input(&env, &[], &args.select)?;
+            let facts = runtime().block_on(async {
+                let k = Kernel::connect()?;
+                gather(&k, &config, &env, input).await.map(|g| g.facts)
+            })?;
+            (facts, config)
+        }
+    };
+    let plan = plan::plan(&facts, &config);
+    let existing = args.daemon_json.clone().or_else(|| args.write_daemon_json.clone()).unwrap_or_else(|| {
+        args.from.as_ref().map_or_else(|| std::path::PathBuf::from(DAEMON_JSON), |dir| dir.join("daemon.json"))
+    });
+    let daemon_json = suggest::read_daemon_json(&existing)?;
+    let s = suggest::suggest(&SuggestInput { facts: &facts, plan: &plan, prefer: args.prefer.clone(), daemon_json });
+    let mut out = if args.json { serde_json::to_string_pretty(&s)? + "\n" } else { suggest::render_text(&s) };
+    if let Some(path) = &args.write_daemon_json {
+        let line = write_daemon_json(path, &existing, &s)?;
+        if !args.json {
+            out.push_str(&line);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the suggested daemon.json to `path` unless it is the file it was merged from and
+/// nothing changed; the line to tell.
+fn write_daemon_json(
+    path: &std::path::Path,
+    existing: &std::path::Path,
+    s: &crate::suggest::Suggestion,
+) -> Result<String, Error> {
+    if !s.daemon_json_changed && path == existing {
+        info!("{} already keeps Docker's pools clear of the VPN; not rewritten", path.display());
+        return Ok(format!("{} needs no change; not rewritten\n", path.display()));
+    }
+    info!("writing {} (the previous file, if any, is kept as {0}.vpnfix-backup-<unix time>)", path.display());
+    let backup = crate::suggest::write_daemon_json(path, &s.daemon_json)?;
+    let kept = backup.map(|b| format!("; the previous one is kept as {}", b.display())).unwrap_or_default();
+    Ok(format!("wrote {}{kept}; `systemctl restart docker` loads it\n", path.display()))
+}
+
+/// `vpnfix install`: puts vpnfix's files in place (or removes them) and says what it did.
+pub fn install(args: &InstallArgs) -> Result<String, Error> {
+    let binary = std::env::current_exe()
+        .map_err(|source| crate::install::InstallError::ReadBinary { path: "/proc/self/exe".into(), source })?;
+    let o = crate::install::InstallOptions {
+        root: args.root.clone(),
+        prefix: args.prefix.clone(),
+        binary,
+        dry_run: args.dry_run,
+        uninstall: args.uninstall,
+    };
+    let report = crate::install::install(&o)?;
+    match report.failed() {
+        0 => Ok(report.to_string()),
+        n => {
+            print!("{report}"); // the report with its FAILED lines, then the exit status says so
+            Err(Error::Uninstall(n))
+        }
+    }
+}
+
 /// `vpnfix explain ADDR…`: for a bundle or this host (where the kernel's own `route get` says
 /// where each address goes).
 pub fn explain(args: &ExplainArgs) -> Result<String, Error> {
@@ -300,8 +383,19 @@ pub fn cleanup(args: &CleanupArgs) -> Result<String, Error> {
     let config = load_config(&env, &[]);
     runtime().block_on(async {
         let k = Kernel::connect()?;
-        let dir = StateDir::open(&config.state_dir)?;
         let mut failed = 0;
+        // `--all` needs no state: every route with vpnfix's protocol number goes.
+        if args.all {
+            failed += report_removed(apply::sweep_all(&k, config.proto).await?);
+        }
+        let dir = match StateDir::open(&config.state_dir) {
+            Ok(dir) => dir,
+            Err(e) if args.all => {
+                warn!("{}; the routes are gone, the state files stay", chain(&e));
+                return Ok(String::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let tunnels = match &args.dev {
             Some(d) => vec![d.clone()],
             None => dir.tunnels()?,
@@ -309,9 +403,6 @@ pub fn cleanup(args: &CleanupArgs) -> Result<String, Error> {
         for t in tunnels {
             let _lock = dir.lock(&t)?;
             failed += report_removed(apply::remove(&k, &dir, &t).await?);
-        }
-        if args.all {
-            failed += report_removed(apply::sweep_all(&k, config.proto).await?);
         }
         if failed > 0 {
             return Err(Error::Partial(failed));
@@ -360,9 +451,17 @@ fn connect(config: &Config, env: &[(String, String)], input: HookInput) -> Resul
     })
 }
 
-/// Undoes a tunnel's routes; unprivileged, says once what happens instead.
+/// Whether this process may change routes: CAP_NET_ADMIN (bit 12) in its effective set, as
+/// root has and as systemd's `AmbientCapabilities=CAP_NET_ADMIN` gives an unprivileged unit.
+fn may_change_routes() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim);
+    eff.and_then(|hex| u64::from_str_radix(hex, 16).ok()).is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+/// Undoes a tunnel's routes; without the privilege to, says once what happens instead.
 fn disconnect(config: &Config, dev: &str) -> Result<(), Error> {
-    if !nix::unistd::geteuid().is_root() {
+    if !may_change_routes() {
         warn!(
             "running unprivileged (OpenVPN `user`/`group`?): cannot remove routes; the tunnel's routes die with {dev}, \
              bridge routes are swept at the next connect or by `vpnfix cleanup` as root"

@@ -57,6 +57,7 @@ fn seed() -> Facts {
             id: "0123456789abcdef".into(),
             bridge: "br-milvus".into(),
             compose_project: Some("milvus".into()),
+            compose_network: None,
             ipam: vec![IpamPool { subnet: net("172.20.0.0/16"), gateway: Some(ip("172.20.0.1")), ip_range: None }],
             containers: ["etcd", "minio", "standalone"]
                 .iter()
@@ -141,6 +142,7 @@ fn an_aggregate_push_over_two_compose_networks() {
         id: "fedcba9876543210".into(),
         bridge: "br-shop".into(),
         compose_project: Some("shop".into()),
+        compose_network: None,
         ipam: vec![IpamPool { subnet: net("172.18.0.0/16"), gateway: None, ip_range: Some(net("172.18.64.0/20")) }],
         containers: vec![Container { name: "shop-api-1".into(), addrs: vec![ip("172.18.200.7")] }],
     });

@@ -178,6 +178,7 @@ impl World {
                 id: "x".into(),
                 bridge: "br0".into(),
                 compose_project: None,
+                compose_network: None,
                 ipam: vec![IpamPool {
                     subnet: docker_subnet.parse().unwrap(),
                     gateway: None,
