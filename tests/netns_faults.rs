@@ -239,7 +239,12 @@ fn everything_but_route_changes_works_unprivileged() {
     }
     let root = env!("CARGO_MANIFEST_DIR");
     let bundle = format!("{root}/tests/fixtures/bundles/seed-openvpn26");
-    for args in [vec!["plan", "--from", &bundle], vec!["explain", "--from", &bundle, "172.20.0.2"]] {
+    let runs = [
+        vec!["plan", "--from", &bundle],
+        vec!["explain", "--from", &bundle, "172.20.0.2"],
+        vec!["suggest", "--from", &bundle, "--json"],
+    ];
+    for args in runs {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", common::vpnfix_bin()])
             .args(&args)
@@ -248,4 +253,66 @@ fn everything_but_route_changes_works_unprivileged() {
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn cap_net_admin_alone_is_enough_to_connect_and_disconnect() {
+    if !root_or_skip("cap_net_admin_alone") {
+        return;
+    }
+    let ns = laptop(Pushed::Absent);
+    let before = ns.table();
+    // A state directory the unprivileged user owns (as systemd's RuntimeDirectory= gives it).
+    let dir = format!("/tmp/vft-capstate-{}", std::process::id());
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = {
+        let mut e = many_env(&TempDir::new("cap"), "tun0", 3);
+        e.retain(|(k, _)| k != "VPNFIX_STATE_DIR");
+        e.push(("VPNFIX_STATE_DIR".into(), dir.clone()));
+        e
+    };
+    let as_nobody_with_cap = |e: &[(String, String)], args: &[&str]| {
+        let mut c = ns.cmd("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+net_admin",
+            "--ambient-caps=+net_admin",
+        ]);
+        c.arg("env").arg("-i").args(e.iter().map(|(k, v)| format!("{k}={v}"))).arg(common::vpnfix_bin()).args(args);
+        c.output().unwrap()
+    };
+    let up = as_nobody_with_cap(&e, &[]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert_eq!(own_count(&ns), 3, "{}", stderr(&up));
+    let mut down = e.clone();
+    down.iter_mut().filter(|(k, _)| k == "script_type").for_each(|(_, v)| *v = "down".into());
+    let out = as_nobody_with_cap(&down, &[]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success() && !stderr(&out).contains("unprivileged"), "{}", stderr(&out));
+    assert_eq!(ns.table(), before);
+}
+
+#[test]
+fn a_corrupt_state_file_falls_back_to_the_protocol_sweep() {
+    if !root_or_skip("a_corrupt_state_file") {
+        return;
+    }
+    let ns = laptop(Pushed::Absent);
+    let state = TempDir::new("corrupt");
+    let before = ns.table();
+    let e = many_env(&state, "tun0", 5);
+    assert!(ns.vpnfix(&e, &[]).status.success());
+    assert_eq!(own_count(&ns), 5);
+    let file = state.path().join("state/tun0.json");
+    let text = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &text[..text.len() / 2]).unwrap(); // truncated, as by a full disk
+    let mut down = e.clone();
+    down.iter_mut().filter(|(k, _)| k == "script_type").for_each(|(_, v)| *v = "down".into());
+    let out = ns.vpnfix(&down, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("unreadable; falling back to the protocol sweep"), "{}", stderr(&out));
+    assert_eq!(ns.table(), before);
+    assert!(!file.exists(), "the broken state is gone with the routes");
 }

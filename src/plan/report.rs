@@ -178,6 +178,13 @@ fn conflicts(
     ranges: &[(Prefix, usize, usize)],
     add: &[PlannedRoute],
 ) -> Vec<Conflict> {
+    // `add` is sorted by destination, so the routes inside a range are one window of it.
+    let starts: Vec<Prefix> = add.iter().map(|r| Prefix::from(r.dst)).collect();
+    let inside = |c: Prefix| {
+        let lo = starts.partition_point(|p| (p.v6, p.addr) < (c.v6, c.addr));
+        let hi = starts.partition_point(|p| (p.v6, p.addr) <= (c.v6, c.last()));
+        starts[lo..hi].iter().filter(|p| c.contains(**p)).count()
+    };
     ranges
         .iter()
         .map(|&(c, pi, li)| {
@@ -188,13 +195,7 @@ fn conflicts(
                 Policy::Local => vec![c.to_net()],
                 Policy::Split => kept_blocks(ix, c, li, broad),
             };
-            Conflict {
-                push: pushes[pi].clone(),
-                contested: c.to_net(),
-                kept,
-                routes: add.iter().filter(|r| c.contains(Prefix::from(r.dst))).count(),
-                local,
-            }
+            Conflict { push: pushes[pi].clone(), contested: c.to_net(), kept, routes: inside(c), local }
         })
         .collect()
 }
@@ -227,12 +228,13 @@ fn notes(facts: &Facts, config: &Config, conflicts: &[Conflict]) -> Vec<String> 
     }
     // One note per local network, naming its top-level contested ranges.
     let mut by_local: Vec<(&LocalNetwork, Vec<IpNet>)> = Vec::new();
+    let mut index: std::collections::HashMap<(IpNet, &str), usize> = std::collections::HashMap::new();
     for c in conflicts {
-        match by_local.iter_mut().find(|(l, _)| l.dst == c.local.dst && l.dev == c.local.dev) {
-            Some((_, ranges)) if ranges.iter().any(|r| r.contains(&c.contested)) => {}
-            Some((_, ranges)) => ranges.push(c.contested),
-            None => by_local.push((&c.local, vec![c.contested])),
-        }
+        let i = *index.entry((c.local.dst, c.local.dev.as_str())).or_insert_with(|| {
+            by_local.push((&c.local, Vec::new()));
+            by_local.len() - 1
+        });
+        by_local[i].1.push(c.contested);
     }
     for (l, ranges) in by_local {
         let owner = l.owner();

@@ -277,3 +277,21 @@ fn tap_tunnels_route_through_the_vpn_gateway() {
     let p = plan(&f, &Config::default());
     assert!(p.add.iter().all(|r| r.gateway == Some(ip("10.8.0.1"))));
 }
+
+#[test]
+fn a_hundred_thousand_hostile_pushes_are_capped_and_never_take_a_used_address() {
+    let mut f = seed();
+    // Every other address of two /16s: none merges with its neighbour, so each is one route.
+    f.routes.push(route("172.21.0.0/16", "br-milvus", None, 0));
+    f.pushes = (0..100_000u32)
+        .map(|i| push(&format!("172.{}.{}.{}/32", 20 + i / 32768, i / 128 % 256, i % 128 * 2)))
+        .chain(["0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "172.20.0.0/16"].map(push))
+        .collect();
+    let p = plan(&f, &Config::default());
+    assert!(p.add.len() <= 1024, "the cap holds: {}", p.add.len());
+    assert!(p.skipped.iter().any(|s| s.reason.contains("VPNFIX_MAX_ROUTES")), "and says so");
+    for used in ["172.20.0.1", "172.20.0.2", "172.20.0.3", "172.20.0.4"] {
+        let a = ip(used);
+        assert!(!p.add.iter().any(|r| r.dst.contains(&a) && r.dev == "tun0"), "{used} never routed into the tunnel");
+    }
+}
