@@ -351,21 +351,36 @@ pub fn status(args: &StatusArgs) -> Result<String, Error> {
         Some(d) => vec![d.clone()],
         None => dir.tunnels()?,
     };
-    let statuses = runtime().block_on(async {
+    let (statuses, unmanaged) = runtime().block_on(async {
         let k = Kernel::connect()?;
         let g = gather(&k, &config, &env, HookInput::default()).await?;
         let mut out = Vec::new();
-        for t in tunnels {
-            if let Some(s) = dir.read(&t)? {
+        for t in &tunnels {
+            if let Some(s) = dir.read(t)? {
                 out.push(crate::status::status(&s, &g.facts, &config));
             }
         }
-        Ok::<_, Error>(out)
+        // tun/tap devices vpnfix has no record of: a VPN whose hook is not set up (or not yet run).
+        let unmanaged: Vec<String> = g
+            .facts
+            .links
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("tun") && !out.iter().any(|s| s.tunnel == l.name))
+            .filter(|l| args.dev.as_ref().is_none_or(|d| *d == l.name))
+            .map(|l| l.name.clone())
+            .collect();
+        Ok::<_, Error>((out, unmanaged))
     })?;
     Ok(if args.json {
-        serde_json::to_string_pretty(&serde_json::json!({ "tunnels": statuses }))? + "\n"
+        serde_json::to_string_pretty(&serde_json::json!({ "tunnels": statuses, "unmanaged": unmanaged }))? + "\n"
     } else {
-        report::status_text(&statuses)
+        let mut text = report::status_text(&statuses);
+        for dev in unmanaged {
+            text.push_str(&format!(
+                "{dev}: no vpnfix record; if a VPN runs there, its OpenVPN config needs `script-security 2` and `route-up /usr/local/bin/vpnfix` (openvpn/vpnfix.conf), or NetworkManager the dispatcher script (`vpnfix install`)\n"
+            ));
+        }
+        text
     })
 }
 
