@@ -6,38 +6,34 @@
 //! whether anything changed. Netlink sockets belong to the network namespace of the thread that
 //! opens them, and vpnfix runs without `PATH`, so nothing here shells out.
 
-use crate::net::{Addr, Link, Neighbour, Proto, Route, RouteKind};
+use crate::net::{Addr, Link, Neighbour, Proto, Route};
 use ipnet::IpNet;
 use nix::errno::Errno;
-use rtnetlink::packet_core::{Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{InfoData, InfoTun, LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage};
-use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType, RouteVia,
-};
+use rtnetlink::packet_core::{Parseable, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
+use rtnetlink::packet_route::address::AddressMessage;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
+use rtnetlink::packet_route::neighbour::NeighbourMessage;
+use rtnetlink::packet_route::route::{RouteAttribute, RouteFlags, RouteMessage, RouteScope, RouteType};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::RouteMessageBuilder;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
+mod parse;
 mod wire;
+
+use parse::{
+    addr, family, ifindex, is_same, link, message, neighbour, next_hop, oifs, route, route_get, table_of, RTM_NEWADDR,
+    RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE,
+};
 
 /// `RT_TABLE_MAIN`: the table `ip route` shows and vpnfix plans against.
 pub const MAIN_TABLE: u32 = 254;
 
-/// `IFLA_TUN_TYPE` inside a tun device's `IFLA_INFO_DATA` (`if_link.h`); netlink-packet-route 0.34
-/// leaves tun data unparsed (`InfoTun::Other`), so it is read here by number.
-const IFLA_TUN_TYPE: u16 = 3;
-/// `IFF_TAP`: `tun_fill_info` puts `flags & (IFF_TUN | IFF_TAP)` into `IFLA_TUN_TYPE` as a u8.
-const IFF_TAP: u8 = 2;
 /// `IP6_RT_PRIO_USER`: the metric the kernel gives an IPv6 route added without one (IPv4: 0).
 const IPV6_USER_METRIC: u32 = 1024;
-/// NUD state names (`neighbour.h`), bit 0 (`NUD_INCOMPLETE`) first, as iproute2 prints them.
-const NUD_NAMES: &str = "INCOMPLETE REACHABLE STALE DELAY PROBE FAILED NOARP PERMANENT";
 
 /// A route vpnfix adds or deletes: exactly these fields identify it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -184,24 +180,10 @@ fn has_errno(e: &rtnetlink::Error, which: &[Errno]) -> bool {
     errno(e).is_some_and(|n| which.iter().any(|w| *w as i32 == n))
 }
 
-/// The first attribute of one variant, mapped: `attr!(msg.attributes, RouteAttribute::Oif(i) => *i)`.
-macro_rules! attr {
-    ($attrs:expr, $pat:pat => $value:expr) => {
-        $attrs.iter().find_map(|a| match a {
-            $pat => Some($value),
-            _ => None,
-        })
-    };
-}
-
-/// The inner message of one kind, `pick!(msg, NewRoute)`; `None` for any other.
-macro_rules! pick {
-    ($msg:expr, $kind:ident) => {
-        match $msg {
-            RouteNetlinkMessage::$kind(m) => Some(m),
-            _ => None,
-        }
-    };
+/// The messages of one type in a dump, parsed; one that does not parse is left out, as
+/// netlink-proto's codec leaves it out of rtnetlink's dumps.
+fn parse_all<M: Parseable<[u8]>>(raws: Vec<wire::Raw>, kind: u16) -> Vec<M> {
+    raws.iter().filter(|r| r.kind == kind).filter_map(|r| M::parse(&r.body).ok()).collect()
 }
 
 /// An rtnetlink connection in the namespace of the thread that made it.
@@ -249,21 +231,22 @@ impl Kernel {
 
     /// The main table, IPv4 then IPv6, every protocol, as `ip route show table main` lists it.
     pub async fn routes(&self) -> Result<Vec<Route>, KernelError> {
-        let mut out = self.table(AddressFamily::Inet, MAIN_TABLE).await?;
-        out.extend(self.table(AddressFamily::Inet6, MAIN_TABLE).await?);
+        // One dump of every family (`rtnl_dump_all` walks them in order: IPv4, IPv6, then the
+        // multicast and MPLS tables, which the family filter drops).
+        let mut out = self.table(AddressFamily::Unspec, MAIN_TABLE).await?;
+        out.sort_by_key(|r| r.dst.addr().is_ipv6()); // stable: IPv4 first, each in kernel order
         Ok(out)
     }
 
     /// Every device, with its link kind and, for tun devices, whether it is a tap.
     pub async fn links(&self) -> Result<Vec<Link>, KernelError> {
-        Ok(self.link_dump().await?.iter().filter_map(link).collect())
+        self.link_dump().await
     }
 
     /// Every address on every device, IPv4 and IPv6.
     pub async fn addrs(&self) -> Result<Vec<Addr>, KernelError> {
         let body = RouteNetlinkMessage::GetAddress(AddressMessage::default());
-        let msgs = self.wire.dump(body).await.map_err(dump("addresses"))?;
-        let msgs: Vec<AddressMessage> = msgs.into_iter().filter_map(|m| pick!(m, NewAddress)).collect();
+        let msgs: Vec<AddressMessage> = parse_all(self.wire.dump(body).await.map_err(dump("addresses"))?, RTM_NEWADDR);
         self.know(msgs.iter().map(|m| m.header.index)).await?;
         let names = self.names();
         Ok(msgs.iter().filter_map(|m| addr(m, &names.by_index)).collect())
@@ -272,8 +255,8 @@ impl Kernel {
     /// The ARP and NDP tables (every state, NOARP included; the planner chooses).
     pub async fn neighbours(&self) -> Result<Vec<Neighbour>, KernelError> {
         let body = RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default());
-        let msgs = self.wire.dump(body).await.map_err(dump("neighbours"))?;
-        let msgs: Vec<NeighbourMessage> = msgs.into_iter().filter_map(|m| pick!(m, NewNeighbour)).collect();
+        let msgs: Vec<NeighbourMessage> =
+            parse_all(self.wire.dump(body).await.map_err(dump("neighbours"))?, RTM_NEWNEIGH);
         self.know(msgs.iter().map(|m| m.header.ifindex)).await?;
         let names = self.names();
         Ok(msgs.iter().filter_map(|m| neighbour(m, &names.by_index)).collect())
@@ -384,20 +367,23 @@ impl Kernel {
         msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
         msg.header.flags.set(RouteFlags::FibMatch, fib_match);
         msg.attributes.push(RouteAttribute::Destination(addr.into()));
-        match self.wire.one(RouteNetlinkMessage::GetRoute(msg)).await? {
-            RouteNetlinkMessage::NewRoute(m) => Ok(m),
-            _ => Err(rtnetlink::Error::RequestFailed),
+        let answer = self.wire.one(RouteNetlinkMessage::GetRoute(msg)).await?;
+        if answer.kind != RTM_NEWROUTE {
+            return Err(rtnetlink::Error::RequestFailed);
         }
+        RouteMessage::parse(&answer.body).map_err(|e| rtnetlink::Error::InvalidNla(e.to_string()))
     }
 
-    /// The routes of one family in one table. A dump without strict checking returns every table
-    /// (IPv6 includes table local: ff00::/8, the host's own addresses), so the table is filtered here.
+    /// The IPv4 and IPv6 routes of one table, of one family or (`Unspec`) both. A dump without
+    /// strict checking returns every table (IPv6 includes table local: ff00::/8, the host's own
+    /// addresses), so the table is filtered here.
     async fn table(&self, family: AddressFamily, table: u32) -> Result<Vec<Route>, KernelError> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family;
         let msgs = self.wire.dump(RouteNetlinkMessage::GetRoute(msg)).await.map_err(dump("routes"))?;
-        let ours: Vec<RouteMessage> =
-            msgs.into_iter().filter_map(|m| pick!(m, NewRoute)).filter(|m| table_of(m) == table).collect();
+        let ip = |m: &RouteMessage| matches!(m.header.address_family, AddressFamily::Inet | AddressFamily::Inet6);
+        let mut ours: Vec<RouteMessage> = parse_all(msgs, RTM_NEWROUTE);
+        ours.retain(|m| ip(m) && table_of(m) == table);
         self.know(ours.iter().flat_map(oifs)).await?;
         let names = self.names();
         Ok(ours.iter().filter_map(|m| route(m, &names.by_index)).collect())
@@ -405,19 +391,17 @@ impl Kernel {
 
     /// Every device, remembered by index and name. Statistics are left out (`RTEXT_FILTER_SKIP_STATS`,
     /// ignored by kernels before 4.x): nothing here reads them and they are most of each message.
-    async fn link_dump(&self) -> Result<Vec<LinkMessage>, KernelError> {
+    async fn link_dump(&self) -> Result<Vec<Link>, KernelError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
         let msgs = self.wire.dump(RouteNetlinkMessage::GetLink(msg)).await.map_err(dump("links"))?;
-        let msgs: Vec<LinkMessage> = msgs.into_iter().filter_map(|m| pick!(m, NewLink)).collect();
+        let links: Vec<Link> = msgs.iter().filter(|m| m.kind == RTM_NEWLINK).filter_map(|m| link(&m.body)).collect();
         let mut names = self.names();
         *names = Names::default();
-        for m in &msgs {
-            if let Some(n) = name(m) {
-                names.learn(m.header.index, &n);
-            }
+        for l in &links {
+            names.learn(l.index, &l.name);
         }
-        Ok(msgs)
+        Ok(links)
     }
 
     fn names(&self) -> std::sync::MutexGuard<'_, Names> {
@@ -461,9 +445,10 @@ impl Kernel {
         msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
         msg.attributes.push(LinkAttribute::IfName(dev.to_string()));
         match self.wire.one(RouteNetlinkMessage::GetLink(msg)).await {
-            Ok(RouteNetlinkMessage::NewLink(m)) => {
-                self.names().learn(m.header.index, dev);
-                Ok(Some(m.header.index))
+            Ok(answer) if answer.kind == RTM_NEWLINK && answer.body.len() >= 8 => {
+                let index = ifindex(&answer.body);
+                self.names().learn(index, dev);
+                Ok(Some(index))
             }
             Ok(_) => Err(KernelError::Device(dev.to_string(), Box::new(rtnetlink::Error::RequestFailed))),
             Err(e) if has_errno(&e, &[Errno::ENODEV]) => Ok(None),
@@ -472,197 +457,13 @@ impl Kernel {
     }
 }
 
-/// The devices a route message names: its oif and every next hop's.
-fn oifs(msg: &RouteMessage) -> impl Iterator<Item = u32> + '_ {
-    msg.attributes.iter().flat_map(|a| match a {
-        RouteAttribute::Oif(i) => vec![*i],
-        RouteAttribute::MultiPath(hops) => hops.iter().map(|h| h.interface_index).collect(),
-        _ => Vec::new(),
-    })
-}
-
 fn dump(what: &'static str) -> impl Fn(rtnetlink::Error) -> KernelError {
     move |e| KernelError::Dump(what, Box::new(e))
 }
 
-fn family(addr: IpAddr) -> AddressFamily {
-    if addr.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
-}
-
-/// The `RTM_NEWROUTE`/`RTM_DELROUTE` body for `r`: unicast, `RTA_OIF`, `RTA_GATEWAY` when set,
-/// `RTA_TABLE` past 255, scope link for an IPv4 route without gateway (as `ip route add` does;
-/// IPv6 routes have no scope).
-fn message(r: &RouteSpec, index: u32) -> Result<RouteMessage, KernelError> {
-    let invalid = |why: String| KernelError::Invalid(r.clone(), why);
-    if r.dst.trunc() != r.dst {
-        return Err(invalid("the destination has host bits set".to_string()));
-    }
-    let on_link = r.gateway.is_none() && r.dst.addr().is_ipv4();
-    let mut builder = RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(r.dst.addr(), r.dst.prefix_len())
-        .map_err(|e| invalid(e.to_string()))?
-        .output_interface(index)
-        .table_id(r.table)
-        .protocol(RouteProtocol::from(r.protocol))
-        .kind(RouteType::Unicast)
-        .scope(if on_link { RouteScope::Link } else { RouteScope::Universe });
-    if let Some(gw) = r.gateway {
-        builder = builder.gateway(gw).map_err(|e| invalid(e.to_string()))?;
-    }
-    Ok(builder.build())
-}
-
-fn is_same(x: &Route, r: &RouteSpec) -> bool {
-    x.kind == RouteKind::Unicast
-        && x.dst == r.dst
-        && x.dev.as_deref() == Some(r.dev.as_str())
-        && x.gateway == r.gateway
-        && x.protocol == Proto(r.protocol)
-}
-
-/// `RTA_TABLE` carries the full table id; the header's u8 says 252 (`RT_TABLE_COMPAT`) past 255.
-fn table_of(msg: &RouteMessage) -> u32 {
-    attr!(msg.attributes, RouteAttribute::Table(t) => *t).unwrap_or(u32::from(msg.header.table))
-}
-
-fn ip(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
-
-/// The destination prefix; a route without `RTA_DST` is the family's default route.
-fn prefix(msg: &RouteMessage) -> Option<IpNet> {
-    let dst = attr!(msg.attributes, RouteAttribute::Destination(d) => ip(d));
-    let addr = match (dst, msg.header.address_family) {
-        (Some(a), _) => a?,
-        (None, AddressFamily::Inet) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        (None, AddressFamily::Inet6) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        _ => return None,
-    };
-    IpNet::new(addr, msg.header.destination_prefix_length).ok()
-}
-
-/// `RTA_GATEWAY`, or `RTA_VIA` (an IPv4 route via an IPv6 next hop, RFC 5549).
-fn gateway(a: &RouteAttribute) -> Option<IpAddr> {
-    match a {
-        RouteAttribute::Gateway(g) => ip(g),
-        RouteAttribute::Via(RouteVia::Inet(v4)) => Some(IpAddr::V4(*v4)),
-        RouteAttribute::Via(RouteVia::Inet6(v6)) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
-}
-
-/// Device and gateway. A multipath route has a device only if all its next hops share one; its
-/// gateway is the first next hop's (as `bundle::route` reads `ip -j`). A device missing from the
-/// link dump (created since) leaves `dev` empty rather than guessed.
-fn next_hop(attrs: &[RouteAttribute], names: &HashMap<u32, String>) -> (Option<String>, Option<IpAddr>) {
-    let hops = attr!(attrs, RouteAttribute::MultiPath(hops) => hops).filter(|h| !h.is_empty());
-    if let Some(hops) = hops {
-        let shared = hops.windows(2).all(|w| w[0].interface_index == w[1].interface_index);
-        let dev = shared.then(|| names.get(&hops[0].interface_index).cloned()).flatten();
-        return (dev, hops[0].attributes.iter().find_map(gateway));
-    }
-    let dev = attr!(attrs, RouteAttribute::Oif(i) => *i).and_then(|i| names.get(&i).cloned());
-    (dev, attrs.iter().find_map(gateway))
-}
-
-/// A dumped route; `None` for cache entries (`RTM_F_CLONED`: IPv6 exceptions such as PMTU and
-/// redirects) and for anything without an IP destination.
-fn route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
-    let h = &msg.header;
-    if h.flags.contains(RouteFlags::Cloned) {
-        return None;
-    }
-    // Like `bundle::route`: unicast forwards; blackhole, unreachable, prohibit, throw (and the rare
-    // local/broadcast/nat in the main table) send nothing through a device vpnfix could contest.
-    let unicast = h.kind == RouteType::Unicast;
-    let (dev, gateway) = next_hop(&msg.attributes, names);
-    Some(Route {
-        dst: prefix(msg)?,
-        dev: dev.filter(|_| unicast),
-        gateway,
-        metric: attr!(msg.attributes, RouteAttribute::Priority(p) => *p).unwrap_or(0),
-        protocol: Proto(h.protocol.into()),
-        scope: h.scope.into(),
-        kind: if unicast { RouteKind::Unicast } else { RouteKind::Reject },
-    })
-}
-
-fn route_get(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<RouteGet> {
-    let r = route(msg, names)?;
-    let (table, protocol) = (table_of(msg), r.protocol.0);
-    Some(RouteGet {
-        dst: r.dst,
-        dev: r.dev,
-        gateway: r.gateway,
-        table,
-        protocol,
-        metric: r.metric,
-        host_owned: matches!(msg.header.kind, RouteType::Local | RouteType::Broadcast),
-    })
-}
-
-fn name(msg: &LinkMessage) -> Option<String> {
-    attr!(msg.attributes, LinkAttribute::IfName(n) => n.clone())
-}
-
-fn link(msg: &LinkMessage) -> Option<Link> {
-    let info = attr!(msg.attributes, LinkAttribute::LinkInfo(i) => i.as_slice()).unwrap_or_default();
-    let kind = attr!(info, LinkInfo::Kind(k) => k.to_string());
-    Some(Link { index: msg.header.index, name: name(msg)?, kind, tap: info.iter().any(is_tap) })
-}
-
-fn is_tap(info: &LinkInfo) -> bool {
-    let LinkInfo::Data(InfoData::Tun(attrs)) = info else {
-        return false;
-    };
-    attrs.iter().any(|a| {
-        let InfoTun::Other(nla) = a else { return false };
-        let mut value = vec![0; nla.value_len()];
-        nla.emit_value(&mut value);
-        nla.kind() == IFLA_TUN_TYPE && value.first() == Some(&IFF_TAP)
-    })
-}
-
-/// `IFA_LOCAL` is the device's own address; `IFA_ADDRESS` is the peer on a point-to-point link and
-/// the only one IPv6 sends otherwise (iproute2 prints `local` the same way).
-fn addr(msg: &AddressMessage, names: &HashMap<u32, String>) -> Option<Addr> {
-    let local = attr!(msg.attributes, AddressAttribute::Local(ip) => *ip);
-    Some(Addr {
-        dev: names.get(&msg.header.index)?.clone(),
-        addr: local.or(attr!(msg.attributes, AddressAttribute::Address(ip) => *ip))?,
-        prefix_len: msg.header.prefix_len,
-    })
-}
-
-fn neighbour(msg: &NeighbourMessage, names: &HashMap<u32, String>) -> Option<Neighbour> {
-    let addr = attr!(msg.attributes, NeighbourAttribute::Destination(a) => a).and_then(|a| match a {
-        NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    })?;
-    let state = nud_names(u16::from(msg.header.state));
-    Some(Neighbour { dev: names.get(&msg.header.ifindex)?.clone(), addr, state })
-}
-
-/// NUD bits as iproute2 names them; 0 is `NONE`.
-fn nud_names(state: u16) -> Vec<String> {
-    if state == 0 {
-        return vec!["NONE".to_string()];
-    }
-    let set = NUD_NAMES.split(' ').enumerate().filter(|(bit, _)| state & (1 << bit) != 0);
-    set.map(|(_, n)| n.to_string()).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::parse::nud_names;
     use super::*;
 
     fn spec(dst: &str, gateway: Option<&str>, table: u32, protocol: u8) -> RouteSpec {

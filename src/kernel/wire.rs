@@ -8,9 +8,13 @@
 //! `buffered`) are queued too, and the first of them to resume sends the whole queue as one
 //! datagram and reads every answer. One `sendmsg` per window instead of one per request, and
 //! no task, channel or wake-up per request.
+//!
+//! Answers come back as [`Raw`] messages, parsed by the caller for the one type it asked for:
+//! a link dump needs four attributes, not the hundreds netlink-packet-route would decode.
 
 use rtnetlink::packet_core::{
-    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST,
+    ErrorBuffer, ErrorMessage, NetlinkBuffer, NetlinkMessage, Parseable, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -49,8 +53,15 @@ struct Queue {
 
 /// What a request (not a dump) gets back: a message, or an ack.
 enum Answer {
-    Message(RouteNetlinkMessage),
+    Message(Raw),
     Ack,
+}
+
+/// A message as the kernel sent it: its type (`RTM_NEWROUTE` …) and its body (after the
+/// netlink header), unparsed.
+pub(super) struct Raw {
+    pub(super) kind: u16,
+    pub(super) body: Vec<u8>,
 }
 
 impl Wire {
@@ -72,12 +83,12 @@ impl Wire {
     pub(super) async fn ack(&self, body: RouteNetlinkMessage, flags: u16) -> Result<(), rtnetlink::Error> {
         match self.call(body, flags).await? {
             Answer::Ack => Ok(()),
-            Answer::Message(m) => Err(unexpected(m)),
+            Answer::Message(_) => Err(rtnetlink::Error::RequestFailed),
         }
     }
 
     /// A request with exactly one answer (a route lookup, one link by name).
-    pub(super) async fn one(&self, body: RouteNetlinkMessage) -> Result<RouteNetlinkMessage, rtnetlink::Error> {
+    pub(super) async fn one(&self, body: RouteNetlinkMessage) -> Result<Raw, rtnetlink::Error> {
         match self.call(body, NLM_F_REQUEST).await? {
             Answer::Message(m) => Ok(m),
             Answer::Ack => Err(rtnetlink::Error::RequestFailed),
@@ -95,7 +106,7 @@ impl Wire {
     }
 
     /// A dump: every message up to `NLMSG_DONE`. Requests queued before it are answered first.
-    pub(super) async fn dump(&self, body: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, rtnetlink::Error> {
+    pub(super) async fn dump(&self, body: RouteNetlinkMessage) -> Result<Vec<Raw>, rtnetlink::Error> {
         // Let whatever runs alongside (the Docker query) send its request before we read.
         YieldOnce(false).await;
         let mut q = self.queue();
@@ -156,7 +167,7 @@ impl Queue {
     }
 
     /// Reads the parts of dump `seq` up to `NLMSG_DONE` (or its error).
-    fn read_dump(&mut self, socket: &Socket, seq: u32) -> Result<Vec<RouteNetlinkMessage>, rtnetlink::Error> {
+    fn read_dump(&mut self, socket: &Socket, seq: u32) -> Result<Vec<Raw>, rtnetlink::Error> {
         let mut out = Vec::new();
         loop {
             self.receive(socket)?;
@@ -170,15 +181,7 @@ impl Queue {
                 match kind {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => return Err(answer(msg, kind).err().unwrap_or(rtnetlink::Error::RequestFailed)),
-                    // A message this version of netlink-packet-route cannot parse is left out, as
-                    // rtnetlink's own dumps leave it out.
-                    _ => {
-                        if let Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(m), .. }) =
-                            NetlinkMessage::deserialize(msg)
-                        {
-                            out.push(m);
-                        }
-                    }
+                    _ => out.push(Raw { kind, body: msg[HEADER..].to_vec() }),
                 }
             }
         }
@@ -205,22 +208,21 @@ fn header(buf: &[u8]) -> Option<(u32, u16, usize)> {
     Some((b.sequence_number(), b.message_type(), b.length() as usize))
 }
 
+/// The netlink header's length: a message's body starts there.
+const HEADER: usize = 16;
+
 /// The answer to a request: an ack, a message, or the kernel's error as rtnetlink reports it.
 fn answer(msg: &[u8], kind: u16) -> Result<Answer, rtnetlink::Error> {
-    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg) {
-        Ok(m) => match m.payload {
-            NetlinkPayload::InnerMessage(inner) => Ok(Answer::Message(inner)),
-            NetlinkPayload::Error(e) if e.code.is_none() => Ok(Answer::Ack),
-            NetlinkPayload::Error(e) => Err(rtnetlink::Error::NetlinkError(e)),
-            other => Err(rtnetlink::Error::UnexpectedMessage(NetlinkMessage::new(m.header, other))),
-        },
-        Err(_) if kind == NLMSG_ERROR => Err(rtnetlink::Error::RequestFailed),
-        Err(e) => Err(rtnetlink::Error::InvalidNla(e.to_string())),
+    if kind != NLMSG_ERROR {
+        return Ok(Answer::Message(Raw { kind, body: msg[HEADER..].to_vec() }));
     }
-}
-
-fn unexpected(m: RouteNetlinkMessage) -> rtnetlink::Error {
-    rtnetlink::Error::UnexpectedMessage(NetlinkMessage::from(m))
+    let body = &msg[HEADER..];
+    let error = ErrorBuffer::new_checked(&body).and_then(|b| ErrorMessage::parse(&b));
+    match error {
+        Ok(e) if e.code.is_none() => Ok(Answer::Ack),
+        Ok(e) => Err(rtnetlink::Error::NetlinkError(e)),
+        Err(_) => Err(rtnetlink::Error::RequestFailed),
+    }
 }
 
 /// A socket error: rtnetlink reports those as a failed request.
