@@ -167,11 +167,38 @@ pub struct RawNeigh {
     pub state: Vec<String>,
 }
 
+/// The files of a bundle, in the order they are read.
+pub const FILES: [&str; 7] =
+    ["route.json", "route6.json", "link.json", "addr.json", "neigh.json", "docker.json", "env"];
+
 /// Reads a bundle directory.
 pub fn read(dir: &Path) -> Result<Bundle, BundleError> {
+    parse(dir, |name| {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(BundleError::Read { path, source }),
+        }
+    })
+}
+
+/// Parses a bundle held in memory: `(file name, contents)` pairs named as in [`FILES`]; a file
+/// not listed is missing. The same code as [`read`], without the file system (errors name the
+/// bare file); the fuzz targets and the corpus replay test call it.
+pub fn from_texts(files: &[(&str, &[u8])]) -> Result<Bundle, BundleError> {
+    parse(Path::new(""), |name| Ok(files.iter().find(|(n, _)| *n == name).map(|(_, b)| b.to_vec())))
+}
+
+/// Parses the bundle files that `load` returns (`Ok(None)`: missing), each fetched when its turn
+/// comes, so the first unreadable or malformed file is the one reported.
+fn parse<F>(dir: &Path, mut load: F) -> Result<Bundle, BundleError>
+where
+    F: FnMut(&'static str) -> Result<Option<Vec<u8>>, BundleError>,
+{
     let mut b = Bundle::default();
-    let v4: Vec<RawRoute> = json(dir, "route.json", "ip -j route show table main")?.unwrap_or_default();
-    let v6: Vec<RawRoute> = json(dir, "route6.json", "ip -j -6 route show table main")?.unwrap_or_default();
+    let v4: Vec<RawRoute> = json(dir, &mut load, "route.json", "ip -j route show table main")?.unwrap_or_default();
+    let v6: Vec<RawRoute> = json(dir, &mut load, "route6.json", "ip -j -6 route show table main")?.unwrap_or_default();
     for (file, raws, v6) in [("route.json", v4, false), ("route6.json", v6, true)] {
         for (i, raw) in raws.into_iter().enumerate() {
             match route(&raw, v6) {
@@ -183,34 +210,39 @@ pub fn read(dir: &Path) -> Result<Bundle, BundleError> {
             }
         }
     }
-    let links: Vec<RawLink> = json(dir, "link.json", "ip -j -d link show")?.unwrap_or_default();
+    let links: Vec<RawLink> = json(dir, &mut load, "link.json", "ip -j -d link show")?.unwrap_or_default();
     b.links = links.iter().map(link).collect();
-    let addrs: Vec<RawAddrs> = json(dir, "addr.json", "ip -j addr show")?.unwrap_or_default();
+    let addrs: Vec<RawAddrs> = json(dir, &mut load, "addr.json", "ip -j addr show")?.unwrap_or_default();
     b.addrs = addrs.iter().flat_map(|d| self::addrs(d, &mut b.skipped)).collect();
-    let neigh: Vec<RawNeigh> = json(dir, "neigh.json", "ip -j neigh show")?.unwrap_or_default();
+    let neigh: Vec<RawNeigh> = json(dir, &mut load, "neigh.json", "ip -j neigh show")?.unwrap_or_default();
     b.neighbours = neigh.iter().filter_map(|n| neighbour(n, &mut b.skipped)).collect();
-    let networks: Option<Vec<bollard::models::NetworkInspect>> = json(dir, "docker.json", "docker network inspect")?;
+    let networks: Option<Vec<bollard::models::NetworkInspect>> =
+        json(dir, &mut load, "docker.json", "docker network inspect")?;
     b.docker = networks.map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut b.skipped)).collect());
-    b.env = match std::fs::read_to_string(dir.join("env")) {
-        Ok(text) => parse_kv_lines(&text),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => return Err(BundleError::Read { path: dir.join("env"), source }),
+    b.env = match load("env")? {
+        // `read_to_string` refused what is not UTF-8; so does this.
+        Some(bytes) => parse_kv_lines(&String::from_utf8(bytes).map_err(|e| BundleError::Read {
+            path: dir.join("env"),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?),
+        None => Vec::new(),
     };
     Ok(b)
 }
 
-fn json<T: serde::de::DeserializeOwned>(
-    dir: &Path,
-    name: &str,
-    command: &'static str,
-) -> Result<Option<T>, BundleError> {
-    let path = dir.join(name);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(BundleError::Read { path, source }),
+fn json<T, F>(dir: &Path, load: &mut F, name: &'static str, command: &'static str) -> Result<Option<T>, BundleError>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnMut(&'static str) -> Result<Option<Vec<u8>>, BundleError>,
+{
+    let Some(text) = load(name)? else {
+        return Ok(None);
     };
-    serde_json::from_slice(&text).map(Some).map_err(|source| BundleError::Json { path, command, source })
+    serde_json::from_slice(&text).map(Some).map_err(|source| BundleError::Json {
+        path: dir.join(name),
+        command,
+        source,
+    })
 }
 
 /// A route from its JSON form; `Ok(None)` for entries of other tables.
@@ -320,24 +352,47 @@ pub struct Snapshot<'a> {
 pub fn write(dir: &Path, s: &Snapshot) -> Result<(), BundleError> {
     let io = |path: PathBuf| move |source| BundleError::Write { path, source };
     std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
-    let put = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).map_err(io(dir.join(name)));
+    for (name, bytes) in to_texts(s) {
+        std::fs::write(dir.join(name), bytes).map_err(io(dir.join(name)))?;
+    }
+    Ok(())
+}
+
+/// The files [`write`] writes, named as in [`FILES`] (`docker.json` only with Docker's
+/// descriptions); [`from_texts`] reads them back to the same facts.
+pub fn to_texts(s: &Snapshot) -> Vec<(&'static str, Vec<u8>)> {
     let json = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("JSON values serialize");
     let (v4, v6): (Vec<&Route>, Vec<&Route>) = s.routes.iter().partition(|r| r.dst.addr().is_ipv4());
-    put("route.json", json(serde_json::json!(v4.iter().map(|r| raw_route(r)).collect::<Vec<_>>())))?;
-    put("route6.json", json(serde_json::json!(v6.iter().map(|r| raw_route(r)).collect::<Vec<_>>())))?;
-    put("link.json", json(serde_json::json!(s.links.iter().map(raw_link).collect::<Vec<_>>())))?;
-    put("addr.json", json(serde_json::json!(raw_addrs(s.addrs))))?;
     let neigh: Vec<RawNeigh> = s
         .neighbours
         .iter()
         .map(|n| RawNeigh { dst: n.addr.to_string(), dev: n.dev.clone(), state: n.state.clone() })
         .collect();
-    put("neigh.json", json(serde_json::json!(neigh)))?;
+    let mut out = vec![
+        ("route.json", json(serde_json::json!(v4.iter().map(|r| raw_route(r)).collect::<Vec<_>>()))),
+        ("route6.json", json(serde_json::json!(v6.iter().map(|r| raw_route(r)).collect::<Vec<_>>()))),
+        ("link.json", json(serde_json::json!(s.links.iter().map(raw_link).collect::<Vec<_>>()))),
+        ("addr.json", json(serde_json::json!(raw_addrs(s.addrs)))),
+        ("neigh.json", json(serde_json::json!(neigh))),
+    ];
     if let Some(d) = s.docker {
-        put("docker.json", serde_json::to_vec_pretty(d).expect("Docker's models serialize"))?;
+        out.push(("docker.json", serde_json::to_vec_pretty(d).expect("Docker's models serialize")));
     }
-    let env: String = s.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    put("env", env.into_bytes())
+    let env: String = s.env.iter().map(|(k, v)| env_line(k, v)).collect();
+    out.push(("env", env.into_bytes()));
+    out
+}
+
+/// A `KEY=value` line that [`parse_kv_lines`] reads back as this very pair: bare when it can
+/// be, else with the value in double quotes, which the reader strips exactly once (a value with
+/// surrounding blanks or its own quotes would otherwise come back trimmed or unquoted).
+fn env_line(k: &str, v: &str) -> String {
+    let bare = format!("{k}={v}\n");
+    if parse_kv_lines(&bare).first().is_some_and(|(pk, pv)| pk == k && pv == v) {
+        bare
+    } else {
+        format!("{k}=\"{v}\"\n")
+    }
 }
 
 fn raw_route(r: &Route) -> RawRoute {
@@ -362,14 +417,13 @@ fn raw_route(r: &Route) -> RawRoute {
 }
 
 fn raw_link(l: &Link) -> RawLink {
-    RawLink {
-        ifindex: l.index,
-        ifname: l.name.clone(),
-        linkinfo: l.kind.as_ref().map(|k| RawLinkInfo {
-            info_kind: Some(k.clone()),
-            info_data: l.tap.then(|| serde_json::json!({"type": "tap"})),
-        }),
-    }
+    // A tap device is written even without a kind (a hand-made bundle may have one): [`link`]
+    // reads `tap` from `info_data` alone.
+    let linkinfo = (l.kind.is_some() || l.tap).then(|| RawLinkInfo {
+        info_kind: l.kind.clone(),
+        info_data: l.tap.then(|| serde_json::json!({"type": "tap"})),
+    });
+    RawLink { ifindex: l.index, ifname: l.name.clone(), linkinfo }
 }
 
 fn raw_addrs(addrs: &[Addr]) -> Vec<RawAddrs> {
@@ -481,6 +535,21 @@ mod tests {
         assert_eq!(back.neighbours, src.neighbours);
         assert_eq!(back.docker, src.docker);
         assert_eq!(back.env, src.env);
+    }
+
+    #[test]
+    fn environment_values_with_blanks_or_quotes_are_written_to_read_back() {
+        // Found by the bundle fuzz target (fuzz/artifacts/bundle/crash-env-value-with-spaces-or-quotes).
+        let env: Vec<(String, String)> = [("VPNFIX_KEEP", " 172.20.5.0/24"), ("a", "'x'"), ("b", "\"y"), ("c", "z ")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let snap = Snapshot { routes: &[], links: &[], addrs: &[], neighbours: &[], docker: None, env: &env };
+        let files = to_texts(&snap);
+        let (_, text) = files.iter().find(|(n, _)| *n == "env").unwrap();
+        assert_eq!(String::from_utf8_lossy(text), "VPNFIX_KEEP=\" 172.20.5.0/24\"\na=\"'x'\"\nb=\"y\nc=\"z \"\n");
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+        assert_eq!(from_texts(&files).unwrap().env, env);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod explain;
+pub mod fuzzing;
 pub mod hook;
 pub mod install;
 pub mod kernel;

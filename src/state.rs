@@ -87,6 +87,20 @@ pub struct State {
     pub pushes: Vec<crate::net::Push>,
 }
 
+impl State {
+    /// Parses a state file's contents: the pure half of [`StateDir::read`], which the fuzz
+    /// target and the corpus replay test call. A state of another [`VERSION`] is refused like a
+    /// corrupt one (its fields may mean something else), so the caller falls back to the sweep.
+    pub fn from_json(bytes: &[u8]) -> Result<State, serde_json::Error> {
+        let state: State = serde_json::from_slice(bytes)?;
+        if state.version != VERSION {
+            let why = format!("state version {} is not {VERSION}, the one this vpnfix reads", state.version);
+            return Err(serde::de::Error::custom(why));
+        }
+        Ok(state)
+    }
+}
+
 /// The state directory, checked: owned by us, not group/other-writable, not a symlink.
 #[derive(Debug)]
 pub struct StateDir {
@@ -155,8 +169,7 @@ impl StateDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StateError::Io { what: "read", path, source }),
         };
-        let state: State = serde_json::from_slice(&text).map_err(|source| StateError::Corrupt { path, source })?;
-        Ok(Some(state))
+        State::from_json(&text).map(Some).map_err(|source| StateError::Corrupt { path, source })
     }
 
     /// Writes a tunnel's state atomically: a temporary file, fsync, rename.
@@ -249,6 +262,10 @@ mod tests {
         assert!(StateDir::open(&link).unwrap_err().to_string().ends_with("it is a symlink"));
         fs::remove_file(&link).unwrap();
         fs::write(path.join("tun0.json"), "{\"version\":1,\"tunn").unwrap();
+        let err = StateDir::open(&path).unwrap().read("tun0").unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        // Found by the state fuzz target (fuzz/artifacts/state/crash-state-of-another-version).
+        fs::write(path.join("tun0.json"), "{\"version\":2,\"tunnel\":\"tun0\",\"routes\":[]}").unwrap();
         let err = StateDir::open(&path).unwrap().read("tun0").unwrap_err();
         assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
         fs::remove_dir_all(&path).unwrap();

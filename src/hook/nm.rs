@@ -64,12 +64,13 @@ where
 
 fn tunnel(env: &HashMap<String, String>, dev: &str) -> Tunnel {
     let first = |k: &str| env.get(k).and_then(|v| v.split_whitespace().next().map(str::to_string));
-    let addr = |k: &str| first(k).and_then(|v| v.parse::<IpNet>().ok());
+    // An address of the other family in `VPN_IP4_ADDRESS_0` (`VPN_IP6_…`) is not the tunnel's.
+    let addr = |k: &str, v6: bool| first(k).and_then(|v| v.parse::<IpNet>().ok()).filter(|n| n.addr().is_ipv6() == v6);
     let gw = |k: &str| first(k).and_then(|v| v.parse::<IpAddr>().ok()).filter(|g| !g.is_unspecified());
     Tunnel {
         dev: dev.to_string(),
-        local_v4: addr("VPN_IP4_ADDRESS_0"),
-        local_v6: addr("VPN_IP6_ADDRESS_0"),
+        local_v4: addr("VPN_IP4_ADDRESS_0", false),
+        local_v6: addr("VPN_IP6_ADDRESS_0", true),
         gateway_v4: gw("VPN_IP4_GATEWAY").and_then(|g| match g {
             IpAddr::V4(g) => Some(g),
             IpAddr::V6(_) => None,
@@ -120,11 +121,16 @@ fn route(v: &str, origin: &str) -> Result<Push, String> {
         None => None,
         Some(g) => Some(g.parse::<IpAddr>().map_err(|_| "next hop is not an address")?),
     };
+    // `0.0.0.0` (`::`) means none; any other next hop must be of the route's family.
+    let gateway = gateway.filter(|g| !g.is_unspecified());
+    if gateway.is_some_and(|g| g.is_ipv4() != dst.addr().is_ipv4()) {
+        return Err("next hop is of the other address family".into());
+    }
     let metric = match parts.next() {
         None => None,
         Some(m) => Some(m.parse::<u32>().map_err(|_| "metric is not a whole number")?),
     };
-    Ok(Push { dst, gateway: gateway.filter(|g| !g.is_unspecified()), metric, origin: origin.to_string() })
+    Ok(Push { dst, gateway, metric, origin: origin.to_string() })
 }
 
 #[cfg(test)]
@@ -217,6 +223,31 @@ mod tests {
                 "VPN_IP4_ROUTE_4=\"10.50.0.0/16 0.0.0.0 -5\": metric is not a whole number; route skipped",
                 "VPN_IP4_NUM_ROUTES=\"4000000000\": 6 routes found; the routes themselves were used",
             ]
+        );
+    }
+
+    #[test]
+    fn an_address_of_the_other_family_is_not_the_tunnels() {
+        // Found by the nm_env fuzz target (fuzz/artifacts/nm_env/crash-nm-ipv6-address-as-ipv4).
+        let e = env(&[("VPN_IP4_ADDRESS_0", "fd00:8::1006/64 ::"), ("VPN_IP6_ADDRESS_0", "10.8.0.6/24 0.0.0.0")]);
+        let h = parse(e, &args(&["tun0", "vpn-up"])).unwrap();
+        assert_eq!((h.tunnel.local_v4, h.tunnel.local_v6), (None, None));
+    }
+
+    #[test]
+    fn a_next_hop_of_the_other_family_is_refused() {
+        // Found by the nm_env fuzz target (fuzz/artifacts/nm_env/crash-nm-next-hop-of-other-family).
+        let e = env(&[
+            ("VPN_IP_IFACE", "tun0"),
+            ("VPN_IP4_ROUTE_0", "10.20.0.0/16 fd00:8::1 50"),
+            ("VPN_IP6_ROUTE_0", "fd00:20::/48 0.0.0.0 50"),
+        ]);
+        let h = parse(e, &args(&["tun0", "vpn-up"])).unwrap();
+        let got: Vec<String> = h.pushes.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["fd00:20::/48 metric 50 (VPN_IP6_ROUTE_0)"], "an unspecified next hop is none");
+        assert_eq!(
+            h.skipped[0].to_string(),
+            "VPN_IP4_ROUTE_0=\"10.20.0.0/16 fd00:8::1 50\": next hop is of the other address family; route skipped"
         );
     }
 
