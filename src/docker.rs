@@ -117,7 +117,10 @@ pub fn from_inspect(n: &NetworkInspect, skipped: &mut Vec<Skipped>) -> Option<Do
         ipam.push(IpamPool { subnet: subnet.trunc(), gateway, ip_range });
     }
     let mut containers = Vec::new();
-    for (cid, ep) in n.containers.iter().flatten() {
+    // Docker's map has no order: walk it by container id so output and reports are stable.
+    let mut endpoints: Vec<_> = n.containers.iter().flatten().collect();
+    endpoints.sort_by(|a, b| a.0.cmp(b.0));
+    for (cid, ep) in endpoints {
         let mut addrs = Vec::new();
         for a in [&ep.ipv4_address, &ep.ipv6_address].into_iter().flatten().filter(|a| !a.is_empty()) {
             match a.parse::<IpNet>().map(|n| n.addr()).or_else(|_| a.parse::<IpAddr>()) {
