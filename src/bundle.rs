@@ -69,6 +69,25 @@ pub struct Bundle {
     pub skipped: Vec<Skipped>,
 }
 
+impl Bundle {
+    /// The planner's facts: this bundle's tables with a hook's tunnel and pushes; `skipped` (what
+    /// the caller already set aside) comes first, then the hook's and the bundle's own.
+    pub fn into_facts(self, input: crate::hook::HookInput, mut skipped: Vec<Skipped>) -> crate::net::Facts {
+        skipped.extend(input.skipped);
+        skipped.extend(self.skipped);
+        crate::net::Facts::new(
+            input.tunnel,
+            input.pushes,
+            self.routes,
+            self.links,
+            self.addrs,
+            self.neighbours,
+            self.docker,
+            skipped,
+        )
+    }
+}
+
 /// One route as `ip -j route` prints it.
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct RawRoute {

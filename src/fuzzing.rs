@@ -17,7 +17,7 @@
 use crate::bundle::{self, Bundle};
 use crate::config::Config;
 use crate::hook::{self, nm, openvpn, HookInput, Source};
-use crate::net::{Facts, TunnelKind};
+use crate::net::Facts;
 use crate::plan;
 use crate::state::State;
 
@@ -179,23 +179,8 @@ pub fn plan_from_bundle(data: &[u8]) {
 /// The facts `plan --from DIR` (no flags) makes of a bundle, as `run::facts_from_bundle` does.
 fn facts(b: Bundle) -> Option<Facts> {
     let input: HookInput = openvpn::parse(b.env.clone(), &[], None).ok()?;
-    let mut tunnel = input.tunnel;
-    if b.links.iter().any(|l| l.name == tunnel.dev && l.tap) {
-        tunnel.kind = TunnelKind::Tap;
-    }
-    let (_, mut skipped) = Config::from_layers([b.env.as_slice()]);
-    skipped.extend(input.skipped);
-    skipped.extend(b.skipped);
-    Some(Facts {
-        tunnel,
-        pushes: input.pushes,
-        routes: b.routes,
-        links: b.links,
-        addrs: b.addrs,
-        neighbours: b.neighbours,
-        docker: b.docker,
-        skipped,
-    })
+    let (_, skipped) = Config::from_layers([b.env.as_slice()]);
+    Some(b.into_facts(input, skipped))
 }
 
 /// `main`'s path: detect the caller, then parse; it must agree with the direct parse.

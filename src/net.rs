@@ -383,3 +383,24 @@ pub struct Facts {
     /// What was skipped while the facts were gathered (malformed variables and entries).
     pub skipped: Vec<Skipped>,
 }
+
+impl Facts {
+    /// Facts from a hook's tunnel and pushes and a host's tables (live or from a bundle). The
+    /// tunnel is a tap device when its link says so, whatever the hook's environment claimed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mut tunnel: Tunnel,
+        pushes: Vec<Push>,
+        routes: Vec<Route>,
+        links: Vec<Link>,
+        addrs: Vec<Addr>,
+        neighbours: Vec<Neighbour>,
+        docker: Option<Vec<DockerNetwork>>,
+        skipped: Vec<Skipped>,
+    ) -> Facts {
+        if links.iter().any(|l| l.name == tunnel.dev && l.tap) {
+            tunnel.kind = TunnelKind::Tap;
+        }
+        Facts { tunnel, pushes, routes, links, addrs, neighbours, docker, skipped }
+    }
+}

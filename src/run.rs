@@ -8,7 +8,7 @@ use crate::cli::{CleanupArgs, ExplainArgs, InstallArgs, PlanArgs, Selection, Sna
 use crate::config::{parse_kv_lines, Config, CONF_FILE};
 use crate::hook::{self, openvpn::HookError, Event, HookInput, Invocation, Source};
 use crate::kernel::{Kernel, KernelError};
-use crate::net::{Facts, Push, Skipped, TunnelKind};
+use crate::net::{Facts, Push, Skipped};
 use crate::state::{StateDir, StateError};
 use crate::{docker, plan, report};
 use log::{debug, error, info, warn};
@@ -148,11 +148,7 @@ async fn gather(k: &Kernel, config: &Config, env: &[(String, String)], input: Ho
         }
     };
     let networks = raw.as_ref().map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut skipped)).collect());
-    let mut tunnel = input.tunnel;
-    if links.iter().any(|l| l.name == tunnel.dev && l.tap) {
-        tunnel.kind = TunnelKind::Tap;
-    }
-    let facts = Facts { tunnel, pushes: input.pushes, routes, links, addrs, neighbours, docker: networks, skipped };
+    let facts = Facts::new(input.tunnel, input.pushes, routes, links, addrs, neighbours, networks, skipped);
     Ok(Gathered { facts, docker: raw })
 }
 
@@ -164,18 +160,7 @@ struct Gathered {
 /// `vpnfix plan`: the plan for a bundle or for this host, as text or JSON. Changes nothing.
 pub fn plan(args: &PlanArgs) -> Result<String, Error> {
     let env = environment();
-    let (facts, config) = match &args.from {
-        Some(dir) => facts_from_bundle(bundle::read(dir)?, &args.select)?,
-        None => {
-            let config = load_config(&env, &args.select.config_layer());
-            let input = selected_input(&env, &[], &args.select)?;
-            let facts = runtime().block_on(async {
-                let k = Kernel::connect()?;
-                gather(&k, &config, &env, input).await.map(|g| g.facts)
-            })?;
-            (facts, config)
-        }
-    };
+    let (facts, config) = facts_for(args.from.as_deref(), &args.select, &env)?;
     let plan = plan::plan(&facts, &config);
     Ok(if args.json { serde_json::to_string_pretty(&plan)? + "\n" } else { report::plan_text(&facts, &plan) })
 }
@@ -184,23 +169,24 @@ pub fn plan(args: &PlanArgs) -> Result<String, Error> {
 fn facts_from_bundle(b: bundle::Bundle, sel: &Selection) -> Result<(Facts, Config), Error> {
     let input = selected_input(&b.env, &[], sel)?;
     let (config, config_skipped) = Config::from_layers([b.env.as_slice(), sel.config_layer().as_slice()]);
-    let mut tunnel = input.tunnel;
-    if b.links.iter().any(|l| l.name == tunnel.dev && l.tap) {
-        tunnel.kind = TunnelKind::Tap;
+    Ok((b.into_facts(input, config_skipped), config))
+}
+
+/// Facts and configuration for a bundle (`--from DIR`) or, without one, for this host.
+fn facts_for(
+    from: Option<&std::path::Path>,
+    sel: &Selection,
+    env: &[(String, String)],
+) -> Result<(Facts, Config), Error> {
+    if let Some(dir) = from {
+        return facts_from_bundle(bundle::read(dir)?, sel);
     }
-    let mut skipped = config_skipped;
-    skipped.extend(input.skipped);
-    skipped.extend(b.skipped);
-    let facts = Facts {
-        tunnel,
-        pushes: input.pushes,
-        routes: b.routes,
-        links: b.links,
-        addrs: b.addrs,
-        neighbours: b.neighbours,
-        docker: b.docker,
-        skipped,
-    };
+    let config = load_config(env, &sel.config_layer());
+    let input = selected_input(env, &[], sel)?;
+    let facts = runtime().block_on(async {
+        let k = Kernel::connect()?;
+        gather(&k, &config, env, input).await.map(|g| g.facts)
+    })?;
     Ok((facts, config))
 }
 
@@ -242,18 +228,7 @@ const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 pub fn suggest(args: &SuggestArgs) -> Result<String, Error> {
     use crate::suggest::{self, SuggestInput};
     let env = environment();
-    let (facts, config) = match &args.from {
-        Some(dir) => facts_from_bundle(bundle::read(dir)?, &args.select)?,
-        None => {
-            let config = load_config(&env, &args.select.config_layer());
-            let input = selected_input(&env, &[], &args.select)?;
-            let facts = runtime().block_on(async {
-                let k = Kernel::connect()?;
-                gather(&k, &config, &env, input).await.map(|g| g.facts)
-            })?;
-            (facts, config)
-        }
-    };
+    let (facts, config) = facts_for(args.from.as_deref(), &args.select, &env)?;
     let plan = plan::plan(&facts, &config);
     let existing = args.daemon_json.clone().or_else(|| args.write_daemon_json.clone()).unwrap_or_else(|| {
         args.from.as_ref().map_or_else(|| std::path::PathBuf::from(DAEMON_JSON), |dir| dir.join("daemon.json"))

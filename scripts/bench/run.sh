@@ -33,7 +33,7 @@ QUICK=0 ONLY=""
 while (($#)); do
 	case $1 in
 	--quick) QUICK=1 ;;
-	--only) ONLY=${2:-} && shift ;;
+	--only) ONLY=${2:-} && shift && [[ $ONLY == [1-4] ]] || die "--only takes 1, 2, 3 or 4" ;;
 	*) die "usage: $0 [--quick] [--only 1|2|3|4]" ;;
 	esac
 	shift
