@@ -6,7 +6,9 @@
 //! edge, into [`Prefix`] (a `u128` address, a length and the family) and back at the end.
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// A CIDR block as an integer: IPv4 addresses live in the low 32 bits, `v6` tells the family.
@@ -201,16 +203,36 @@ impl Bounds {
 }
 
 /// Values keyed by prefix with longest-prefix-match lookup, as the kernel's FIB does it.
+///
+/// Built for a whole main table (100,000 routes and more): a prefix holding one value (nearly
+/// all) costs no allocation of its own, and prefixes hash with [`PrefixHasher`], not SipHash
+/// (the keys are the host's own routes, not input an attacker shapes per lookup).
 #[derive(Debug)]
 pub struct LpmTable<T> {
-    by_prefix: HashMap<Prefix, Vec<T>>,
+    by_prefix: HashMap<Prefix, Values<T>, BuildHasherDefault<PrefixHasher>>,
     /// Distinct prefix lengths present, per family, longest first.
     lens: [Vec<u8>; 2],
 }
 
+/// The values under one prefix: one, without a `Vec`, or several.
+#[derive(Debug)]
+enum Values<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Values<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Values::One(v) => std::slice::from_ref(v),
+            Values::Many(v) => v,
+        }
+    }
+}
+
 impl<T> Default for LpmTable<T> {
     fn default() -> Self {
-        LpmTable { by_prefix: HashMap::new(), lens: [Vec::new(), Vec::new()] }
+        LpmTable { by_prefix: HashMap::default(), lens: [Vec::new(), Vec::new()] }
     }
 }
 
@@ -221,7 +243,21 @@ impl<T> LpmTable<T> {
         if let Err(i) = lens.binary_search_by(|l| prefix.len.cmp(l)) {
             lens.insert(i, prefix.len);
         }
-        self.by_prefix.entry(prefix).or_default().push(value);
+        match self.by_prefix.entry(prefix) {
+            Entry::Vacant(e) => {
+                e.insert(Values::One(value));
+            }
+            Entry::Occupied(mut e) => {
+                let v = e.get_mut();
+                *v = match std::mem::replace(v, Values::Many(Vec::new())) {
+                    Values::One(first) => Values::Many(vec![first, value]),
+                    Values::Many(mut all) => {
+                        all.push(value);
+                        Values::Many(all)
+                    }
+                };
+            }
+        }
     }
 
     /// The longest prefix containing `addr`, with its values.
@@ -239,7 +275,37 @@ impl<T> LpmTable<T> {
 
     /// The values stored under exactly this prefix.
     pub fn get(&self, prefix: Prefix) -> &[T] {
-        self.by_prefix.get(&prefix).map_or(&[], Vec::as_slice)
+        self.by_prefix.get(&prefix).map_or(&[], Values::as_slice)
+    }
+}
+
+/// A fast hasher for [`Prefix`] keys: FxHash's multiply-rotate over the written words.
+#[derive(Default)]
+pub struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.write_u64(i as u64);
+        self.write_u64((i >> 64) as u64);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
     }
 }
 

@@ -27,7 +27,8 @@ impl Log for Logger {
             Level::Warn => "warning: ",
             _ => "",
         };
-        let _ = writeln!(std::io::stderr().lock(), "vpnfix: {prefix}{msg}");
+        // One write per line: stderr is unbuffered, and `writeln!` makes one per piece (four).
+        let _ = std::io::stderr().write_all(format!("vpnfix: {prefix}{msg}\n").as_bytes());
         if let Some(Ok(mut s)) = self.syslog.as_ref().map(Mutex::lock) {
             let _ = match record.level() {
                 Level::Error => s.err(msg),

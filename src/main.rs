@@ -9,16 +9,19 @@ use vpnfix::config::LogLevel;
 use vpnfix::{hook, logging, run};
 
 fn main() -> ExitCode {
-    logging::init(LogLevel::Info);
     let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     if let Some(inv) = hook::detect(&args, &run::environment(), COMMANDS) {
+        logging::init(LogLevel::Info);
         // OpenVPN dies on a non-zero status from up/down; a bug must not cause that.
         return std::panic::catch_unwind(|| run::hook(inv)).unwrap_or_else(|_| {
             log::error!("internal error (a bug); nothing more done, exiting 0 so OpenVPN carries on");
             ExitCode::SUCCESS
         });
     }
+    // After clap: `--version`, `--help` and usage errors print and exit without a logger (and
+    // without looking for /dev/log).
     let cli = Cli::parse();
+    logging::init(LogLevel::Info);
     let result = match &cli.command {
         Command::Plan(args) => run::plan(args),
         Command::Apply(sel) => run::apply(sel),

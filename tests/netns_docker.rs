@@ -10,7 +10,10 @@
 //! - `vpnfix snapshot DIR` then `vpnfix plan --from DIR` gives the same plan as the live host;
 //! - a Docker socket that refuses, hangs or talks nonsense costs one warning line and the plan
 //!   goes on with the kernel's facts (within VPNFIX_DOCKER_TIMEOUT_MS when it hangs);
-//! - a sub-second VPNFIX_DOCKER_TIMEOUT_MS still lets a live, fast Docker answer.
+//! - a sub-second VPNFIX_DOCKER_TIMEOUT_MS still lets a live, fast Docker answer;
+//! - an engine of another API version (a fake that refuses this machine's 1.41, as Docker 29
+//!   would) is asked exactly one network list and one container list, with no version request,
+//!   and understood.
 //!
 //! Everything lives in namespaces made here; dockerd, its containers, mounts, directories and
 //! cgroups are removed by drop guards even when an assertion fails.
@@ -22,7 +25,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The compose network every Docker test uses.
@@ -269,12 +272,15 @@ fn bridge_host() -> Netns {
 }
 
 /// What a fake Docker socket does with each connection.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Fake {
     /// Accepts and never answers (the streams stay open).
     Hang,
     /// Reads the request, answers a well-formed HTTP response that is not Docker's JSON.
     Garbage,
+    /// Answers as a Docker engine newer than this machine's (API 1.52, which refuses requests
+    /// of API 1.43 and older) would, and records each request line.
+    Newer(Arc<Mutex<Vec<String>>>),
 }
 
 /// A fake Docker socket served by a background thread; stopped and joined on drop.
@@ -297,9 +303,10 @@ impl FakeDocker {
                     break;
                 }
                 let Ok(mut s) = conn else { continue };
-                match how {
+                match &how {
                     Fake::Hang => held.push(s),
-                    Fake::Garbage => answer_garbage(&mut s),
+                    Fake::Garbage => answer(&mut s, "200 OK", "hello"),
+                    Fake::Newer(seen) => answer_as_newer_engine(&mut s, seen),
                 }
             }
         });
@@ -307,8 +314,8 @@ impl FakeDocker {
     }
 }
 
-/// Reads one request head, then answers 200 with the body "hello" and closes.
-fn answer_garbage(s: &mut UnixStream) {
+/// Reads one request head and returns its first line.
+fn request_line(s: &mut UnixStream) -> String {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -318,7 +325,49 @@ fn answer_garbage(s: &mut UnixStream) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_string()
+}
+
+/// Reads one request, answers `status` with `body` and closes.
+fn answer(s: &mut UnixStream, status: &str, body: &str) {
+    request_line(s);
+    reply(s, status, body);
+}
+
+fn reply(s: &mut UnixStream, status: &str, body: &str) {
+    let head = format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n");
+    let _ = s.write_all(format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+}
+
+/// Network `office_default` (compose project `office`, 172.20.0.0/16 on br-test) in an API 1.52
+/// network list.
+const NEWER_NETWORKS: &str = r#"[{"Name":"office_default","Id":"0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0","Created":"2026-11-20T09:00:00Z","Scope":"local","Driver":"bridge","EnableIPv4":true,"EnableIPv6":false,"IPAM":{"Driver":"default","Options":null,"Config":[{"Subnet":"172.20.0.0/16","Gateway":"172.20.0.1"}]},"Internal":false,"Attachable":false,"Ingress":false,"ConfigFrom":{"Network":""},"ConfigOnly":false,"Options":{"com.docker.network.bridge.name":"br-test"},"Labels":{"com.docker.compose.network":"default","com.docker.compose.project":"office"}}]"#;
+
+/// Container `office-web-1` at 172.20.9.9 on that network, in an API 1.52 container list.
+const NEWER_CONTAINERS: &str = r#"[{"Id":"c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00","Names":["/office-web-1"],"Image":"nginx","State":"running","Status":"Up 2 hours","NetworkSettings":{"Networks":{"office_default":{"NetworkID":"0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0","EndpointID":"e1e1","Gateway":"172.20.0.1","IPAddress":"172.20.9.9","IPPrefixLen":16,"MacAddress":"02:42:ac:14:09:09","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0}}}}]"#;
+
+/// What moby's version middleware does: a `/vX.Y` older than 1.44 or newer than 1.52 is
+/// refused with 400; a path without a version is served in the engine's own (1.52).
+fn answer_as_newer_engine(s: &mut UnixStream, seen: &Mutex<Vec<String>>) {
+    let line = request_line(s);
+    seen.lock().unwrap().push(line.clone());
+    let path = line.split(' ').nth(1).unwrap_or_default();
+    let (version, rest) = match path.strip_prefix("/v").and_then(|p| p.split_once('/')) {
+        Some((v, rest)) => (Some(v.to_string()), format!("/{rest}")),
+        None => (None, path.to_string()),
+    };
+    let spoken =
+        |v: &str| v.strip_prefix("1.").and_then(|m| m.parse::<u32>().ok()).is_some_and(|m| (44..=52).contains(&m));
+    if let Some(v) = version.filter(|v| !spoken(v)) {
+        let msg = format!(r#"{{"message":"client version {v} is not supported (1.44 to 1.52)"}}"#);
+        return reply(s, "400 Bad Request", &msg);
+    }
+    match rest.split('?').next().unwrap_or_default() {
+        "/networks" => reply(s, "200 OK", NEWER_NETWORKS),
+        "/containers/json" => reply(s, "200 OK", NEWER_CONTAINERS),
+        "/version" => reply(s, "200 OK", r#"{"Version":"29.0.0","ApiVersion":"1.52","MinAPIVersion":"1.44"}"#),
+        _ => reply(s, "404 Not Found", r#"{"message":"page not found"}"#),
+    }
 }
 
 impl Drop for FakeDocker {
@@ -383,6 +432,47 @@ fn a_dead_or_hung_docker_socket_gives_one_warning_and_kernel_facts() {
     dead_socket(&ns, &tmp);
     garbage_socket(&ns, &tmp);
     hung_socket(&ns, &tmp);
+}
+
+/// An engine of another API version (here one that refuses this machine's 1.41) is asked the
+/// same two requests, networks and containers together, and what it says is joined as
+/// `docker network inspect` would show it: named network, compose project, kept container.
+#[test]
+fn a_docker_engine_of_another_api_version_is_understood_in_two_requests() {
+    if !root_or_skip("a_docker_engine_of_another_api_version_is_understood_in_two_requests") {
+        return;
+    }
+    let ns = bridge_host();
+    let tmp = TempDir::new("sock");
+    let sock = tmp.path().join("newer.sock");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let fake = FakeDocker::serve(sock.clone(), Fake::Newer(seen.clone()));
+    let e = env(&[("DOCKER_HOST", &format!("unix://{}", sock.display()))]);
+    let args = ["--dev", "tun0", "--route", "172.20.0.0/16"];
+    let out = ns.vpnfix(&e, &[&["plan"][..], &args].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "the engine answered");
+    let text = stdout(&out);
+    for want in
+        ["docker network office_default", "compose project office", "office-web-1 (172.20.9.9)", "172.20.9.0/24"]
+    {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let json = ns.vpnfix(&e, &[&["plan", "--json"][..], &args].concat());
+    assert_eq!(adds_of(&stdout(&json)), on("tun0", &WITH_9_VPN));
+    drop(fake);
+    let mut lines = seen.lock().unwrap().clone();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "GET /containers/json?all=false&size=false HTTP/1.1",
+            "GET /containers/json?all=false&size=false HTTP/1.1",
+            "GET /networks?filters=%7B%22driver%22%3A%5B%22bridge%22%5D%7D HTTP/1.1",
+            "GET /networks?filters=%7B%22driver%22%3A%5B%22bridge%22%5D%7D HTTP/1.1",
+        ],
+        "two runs, each one network list and one container list, no version request"
+    );
 }
 
 // ------------------------------------------------------ 4: a short timeout, a live Docker ----

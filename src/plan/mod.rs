@@ -65,10 +65,14 @@ pub fn plan(facts: &Facts, config: &Config) -> Plan {
     let (bridges, physical) = local::on_link_routes(facts, &table);
     report_physical(&pushes, &physical, &mut skipped);
     let local_nets: Vec<LocalNetwork> = bridges.iter().map(|r| local::describe(facts, r)).collect();
+    let ranges = contested_ranges(&pushes, &local_nets);
+    let roots = roots(&ranges);
+    // Only routes that overlap a contested range can decide anything in it: its addresses'
+    // current route, a finer prefix inside it, or a route a planned block must out-specify.
+    let table: Vec<&Route> = table.into_iter().filter(|r| overlaps_any(&roots, Prefix::from(r.dst))).collect();
     let index = Index::new(config, &facts.tunnel.dev, &table, &pushes, local_nets);
-    let ranges = contested_ranges(&pushes, &index.local_nets);
     let mut blocks = Vec::new();
-    for (i, range) in roots(&ranges).into_iter().enumerate() {
+    for (i, range) in roots.into_iter().enumerate() {
         if let Outcome::Want(t) = index.solve(range, &mut blocks, i) {
             blocks.push((range, t, i));
         }
@@ -113,17 +117,35 @@ fn report_physical(pushes: &[&Push], physical: &[&Route], skipped: &mut Vec<Skip
 
 /// Every (push, local network) overlap: the contested range and the indexes of both.
 fn contested_ranges(pushes: &[&Push], locals: &[LocalNetwork]) -> Vec<(Prefix, usize, usize)> {
+    // Locals by prefix (for those containing a push) and in address order (for those inside one).
+    let mut by_prefix: LpmTable<usize> = LpmTable::default();
+    let mut sorted: Vec<(Prefix, usize)> = Vec::with_capacity(locals.len());
+    for (li, l) in locals.iter().enumerate() {
+        by_prefix.insert(Prefix::from(l.dst), li);
+        sorted.push((Prefix::from(l.dst), li));
+    }
+    sorted.sort_unstable();
     let mut out = Vec::new();
     for (pi, p) in pushes.iter().enumerate() {
         let pp = Prefix::from(p.dst);
-        for (li, l) in locals.iter().enumerate() {
-            if let Some(c) = pp.intersect(Prefix::from(l.dst)) {
-                out.push((c, pi, li));
-            }
+        for (l, lis) in by_prefix.matches(pp.v6, pp.addr).filter(|(l, _)| l.len <= pp.len) {
+            out.extend(lis.iter().map(|&li| (pp.intersect(l).expect("l contains pp"), pi, li)));
         }
+        let from = sorted.partition_point(|(l, _)| (l.v6, l.addr) < (pp.v6, pp.addr));
+        let inside = sorted[from..].iter().take_while(|(l, _)| l.v6 == pp.v6 && l.addr <= pp.last());
+        out.extend(inside.filter(|(l, _)| l.len > pp.len).map(|&(l, li)| (l, pi, li)));
     }
-    out.sort();
+    out.sort_unstable();
     out
+}
+
+/// Whether a prefix overlaps any of `roots` (sorted, disjoint).
+fn overlaps_any(roots: &[Prefix], p: Prefix) -> bool {
+    // The last root starting at or before p may contain it; the first starting after may lie inside it.
+    let after = roots.partition_point(|r| (r.v6, r.addr) <= (p.v6, p.addr));
+    (after > 0 && roots[after - 1].contains(p))
+        || roots.get(after).is_some_and(|r| p.contains(*r))
+        || (after > 0 && p.contains(roots[after - 1]))
 }
 
 /// The roots of the search: the union of the contested ranges as the fewest CIDR blocks (so

@@ -185,6 +185,7 @@ fn conflicts(
         let hi = starts.partition_point(|p| (p.v6, p.addr) <= (c.v6, c.last()));
         starts[lo..hi].iter().filter(|p| c.contains(**p)).count()
     };
+    let mut known: std::collections::HashMap<(Prefix, usize, bool), Vec<IpNet>> = std::collections::HashMap::new();
     ranges
         .iter()
         .map(|&(c, pi, li)| {
@@ -193,7 +194,8 @@ fn conflicts(
             let kept = match config.policy {
                 Policy::Vpn => Vec::new(),
                 Policy::Local => vec![c.to_net()],
-                Policy::Split => kept_blocks(ix, c, li, broad),
+                // Every push containing a network contests the same range: walk it once.
+                Policy::Split => known.entry((c, li, broad)).or_insert_with(|| kept_blocks(ix, c, li, broad)).clone(),
             };
             Conflict { push: pushes[pi].clone(), contested: c.to_net(), kept, routes: inside(c), local }
         })
