@@ -56,17 +56,24 @@ impl Error {
     /// What to do about it, when the error says: changing routes and `/run/vpnfix` need root.
     pub fn hint(&self) -> Option<&'static str> {
         let kernel = |e: &KernelError| e.is_permission();
-        let state = |e: &StateError| matches!(e, StateError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied);
-        let denied = match self {
-            Error::Kernel(e) | Error::Apply(ApplyError::Kernel(e) | ApplyError::Stopped { source: e, .. }) => kernel(e),
-            Error::State(e) | Error::Apply(ApplyError::State(e)) => state(e),
-            _ => false,
-        };
-        denied.then_some(
-            "run as root (sudo), or give vpnfix CAP_NET_ADMIN; `vpnfix plan` is the dry run that needs neither",
-        )
+        let denied = |e: &StateError| matches!(e, StateError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied);
+        let reading = |e: &StateError| matches!(e, StateError::Io { what: "list" | "read" | "inspect", .. });
+        match self {
+            Error::State(e) if denied(e) && reading(e) => Some("vpnfix's records are root's: run as root (sudo)"),
+            Error::Kernel(e) | Error::Apply(ApplyError::Kernel(e) | ApplyError::Stopped { source: e, .. })
+                if kernel(e) =>
+            {
+                Some(CHANGING)
+            }
+            Error::State(e) | Error::Apply(ApplyError::State(e)) if denied(e) => Some(CHANGING),
+            _ => None,
+        }
     }
 }
+
+/// The hint for a refused change.
+const CHANGING: &str =
+    "run as root (sudo), or give vpnfix CAP_NET_ADMIN; `vpnfix plan` is the dry run that needs neither";
 
 /// An error and its causes on one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
@@ -321,20 +328,21 @@ pub fn explain(args: &ExplainArgs) -> Result<String, Error> {
 pub fn status(args: &StatusArgs) -> Result<String, Error> {
     let env = environment();
     let config = load_config(&env, &[]);
-    let dir = StateDir::open(&config.state_dir)?;
-    let tunnels = match &args.dev {
-        Some(d) => vec![d.clone()],
-        None => dir.tunnels()?,
-    };
+    // Read-only: no directory yet means nothing recorded since boot, and nothing is created.
+    let mut records = Vec::new();
+    if let Some(dir) = StateDir::existing(&config.state_dir)? {
+        let tunnels = match &args.dev {
+            Some(d) => vec![d.clone()],
+            None => dir.tunnels()?,
+        };
+        for t in &tunnels {
+            records.extend(dir.read(t)?);
+        }
+    }
     let (statuses, unmanaged) = runtime().block_on(async {
         let k = Kernel::connect()?;
         let g = gather(&k, &config, &env, HookInput::default()).await?;
-        let mut out = Vec::new();
-        for t in &tunnels {
-            if let Some(s) = dir.read(t)? {
-                out.push(crate::status::status(&s, &g.facts, &config));
-            }
-        }
+        let out: Vec<_> = records.iter().map(|s| crate::status::status(s, &g.facts, &config)).collect();
         // tun/tap devices vpnfix has no record of: a VPN whose hook is not set up (or not yet run).
         let unmanaged: Vec<String> = g
             .facts

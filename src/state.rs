@@ -110,13 +110,30 @@ pub struct StateDir {
 impl StateDir {
     /// Opens (creating, mode 0700) the directory, refusing one that others could tamper with.
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
-        let io = |what, source| StateError::Io { what, path: path.to_path_buf(), source };
         match fs::DirBuilder::new().mode(0o700).create(path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io("create", e)),
+            Err(source) => return Err(StateError::Io { what: "create", path: path.to_path_buf(), source }),
         }
-        let meta = fs::symlink_metadata(path).map_err(|e| io("inspect", e))?;
+        Self::checked(path, false)
+    }
+
+    /// Opens the directory to read records only (`status`): `Ok(None)` when it does not exist,
+    /// which means vpnfix has recorded nothing since boot. Nothing is created, and a directory
+    /// of root's is trusted too (a user may read what root's hook wrote, where permitted).
+    pub fn existing(path: &Path) -> Result<Option<StateDir>, StateError> {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            _ => Self::checked(path, true).map(Some),
+        }
+    }
+
+    fn checked(path: &Path, root_ok: bool) -> Result<StateDir, StateError> {
+        let meta = fs::symlink_metadata(path).map_err(|source| StateError::Io {
+            what: "inspect",
+            path: path.to_path_buf(),
+            source,
+        })?;
         let unsafe_dir = |why: &str| Err(StateError::Unsafe { path: path.to_path_buf(), why: why.into() });
         if meta.file_type().is_symlink() {
             return unsafe_dir("it is a symlink");
@@ -124,7 +141,7 @@ impl StateDir {
         if !meta.is_dir() {
             return unsafe_dir("it is not a directory");
         }
-        if meta.uid() != nix::unistd::geteuid().as_raw() {
+        if meta.uid() != nix::unistd::geteuid().as_raw() && !(root_ok && meta.uid() == 0) {
             return unsafe_dir(&format!("owned by uid {}, not by us", meta.uid()));
         }
         if meta.permissions().mode() & 0o022 != 0 {
@@ -245,6 +262,20 @@ mod tests {
         assert_eq!(dir.tunnels().unwrap(), ["tun0"]);
         dir.remove("tun0").unwrap();
         assert_eq!(dir.read("tun0").unwrap(), None);
+        fs::remove_dir_all(&path).unwrap();
+    }
+
+    #[test]
+    fn reading_creates_nothing_and_still_refuses_an_unsafe_directory() {
+        let path = tmpdir("ro");
+        assert!(StateDir::existing(&path).unwrap().is_none(), "absent: nothing recorded");
+        assert!(!path.exists(), "status must not create the directory");
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o757)).unwrap();
+        let err = StateDir::existing(&path).unwrap_err().to_string();
+        assert!(err.ends_with("mode 757 lets others write"), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(StateDir::existing(&path).unwrap().unwrap().tunnels().unwrap(), Vec::<String>::new());
         fs::remove_dir_all(&path).unwrap();
     }
 

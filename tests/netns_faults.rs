@@ -6,7 +6,7 @@
 mod common;
 
 use common::laptop::{laptop, Pushed};
-use common::{env, root_or_skip, stderr, Netns, TempDir};
+use common::{env, root_or_skip, stderr, stdout, Netns, TempDir};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -315,4 +315,35 @@ fn a_corrupt_state_file_falls_back_to_the_protocol_sweep() {
     assert!(stderr(&out).contains("unreadable; falling back to the protocol sweep"), "{}", stderr(&out));
     assert_eq!(ns.table(), before);
     assert!(!file.exists(), "the broken state is gone with the routes");
+}
+
+/// `vpnfix status` as a user: before any record it creates nothing and lists the tunnel as
+/// unmanaged; once root's hook has written records (0700, root's), it fails with one line
+/// naming the directory and what to do, and root's own `status` shows the record.
+#[test]
+fn status_as_a_user_creates_nothing_and_names_what_it_cannot_read() {
+    if !root_or_skip("status_as_a_user") {
+        return;
+    }
+    let ns = laptop(Pushed::Absent);
+    let tmp = TempDir::new("status");
+    let dir = tmp.path().join("state");
+    let e = env(&[("VPNFIX_STATE_DIR", &dir.display().to_string()), ("DOCKER_HOST", "unix:///x")]);
+    let out = ns.vpnfix_unprivileged(&e, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\ntun0: no vpnfix record"), "{}", stdout(&out));
+    assert!(!dir.exists(), "a read-only command must not create {}", dir.display());
+
+    let out = ns.vpnfix(&e, &["apply", "--dev", "tun0", "--route", "172.20.0.0/16"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ns.vpnfix_unprivileged(&e, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = stderr(&out);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    for want in [dir.display().to_string().as_str(), "Permission denied", "records are root's: run as root"] {
+        assert!(line.contains(want), "missing {want:?}: {line}");
+    }
+    let out = ns.vpnfix(&e, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("tun0") && !stdout(&out).contains("no vpnfix record"), "{}", stdout(&out));
 }
