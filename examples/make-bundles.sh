@@ -8,126 +8,35 @@
 #                   (172.20.0.0/16) and three containers, tun0 as above, and NO pushed
 #                   route (old OpenVPN: `ip route add` → "File exists").
 #
-# Everything happens in network namespaces named vfx-* that this script creates and
-# deletes again; dockerd runs with its own socket/data/exec dirs under a mktemp -d
-# directory. The host's own namespace, routes and Docker are never touched.
+# Everything happens in network namespaces named vfx-<pid>-* that this script creates and
+# deletes again (scripts/lib/world.sh, shared with the benchmarks); dockerd runs with its own
+# socket/data/exec dirs under a mktemp -d directory. The host's own namespace, routes and
+# Docker are never touched.
 #
-# Usage (as root):  bash examples/make-bundles.sh
+# Usage (as root):  bash examples/make-bundles.sh [OUT]   (OUT defaults to this directory)
 # Needs: iproute2, perl (to hold tun0 open), ping, nsenter, dockerd 20.10, busybox-static.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BUSYBOX=${BUSYBOX:-/bin/busybox}
-# The Debian client matches dockerd 20.10; a newer client (28.x in /usr/local/bin)
-# refuses to talk to API 1.41 unless told to, so pin the version for either.
-DOCKER=${DOCKER:-/usr/bin/docker}
-[[ -x $DOCKER ]] || DOCKER=$(command -v docker)
-export DOCKER_API_VERSION=1.41
-unset DOCKER_HOST DOCKER_CONTEXT # we always pass -H; a context would conflict with it
+OUT=$(cd "${1:-$HERE}" && pwd)
+ME=make-bundles TAG=vfx-$$
+# shellcheck source=../scripts/lib/world.sh
+source "$HERE/../scripts/lib/world.sh"
+NS_LB=$TAG-lb # laptop namespace of bundle 1
+NS_DK=$TAG-dk # laptop namespace of bundle 2 (dockerd runs here)
+STAGED=()     # half-written bundle dirs, removed on failure
 
-# Names carry our pid so a concurrent run (or a leftover of a killed one) cannot collide.
-TAG=vfx-$$
-NS_LB=$TAG-lb      # laptop namespace of bundle 1
-NS_DK=$TAG-dk      # laptop namespace of bundle 2 (dockerd runs here)
-
-CREATED_NS=()      # namespaces to delete, in creation order
-HOLDER_PIDS=()     # processes holding tun0 open (gives it carrier, like openvpn does)
-DOCKERD_PID=""
-WORK=""            # mktemp -d: dockerd dirs, rootfs, staging
-STAGED=()          # half-written bundle dirs inside examples/, removed on failure
-
-log() { printf '>> %s\n' "$*" >&2; }
-die() { printf 'make-bundles: %s\n' "$*" >&2; exit 1; }
-
-dk() { "$DOCKER" -H "unix://$WORK/docker/docker.sock" "$@"; }
-
-# ---------------------------------------------------------------- cleanup ----
-# Runs on every exit (success, error, ^C): containers → dockerd → tun holders →
-# namespaces → temp dirs. Each step ignores errors so later steps still run.
-cleanup() {
-	local rc=$? i
-	set +e
-	trap - EXIT INT TERM
-	if [[ -n $DOCKERD_PID ]] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
-		# SIGKILL the containers first: `sleep` as PID 1 ignores SIGTERM, so a plain
-		# daemon shutdown would wait 10 s per container.
-		local ids
-		ids=$(dk ps -aq 2>/dev/null)
-		[[ -n $ids ]] && dk rm -f $ids >/dev/null 2>&1
-		dk network rm milvus_default >/dev/null 2>&1
-		kill -TERM "$DOCKERD_PID" 2>/dev/null
-		for ((i = 0; i < 150; i++)); do
-			kill -0 "$DOCKERD_PID" 2>/dev/null || break
-			sleep 0.2
-		done
-		kill -0 "$DOCKERD_PID" 2>/dev/null && kill -KILL "$DOCKERD_PID" 2>/dev/null
-		wait "$DOCKERD_PID" 2>/dev/null
-	fi
-	for i in "${HOLDER_PIDS[@]}"; do
-		kill "$i" 2>/dev/null
-		wait "$i" 2>/dev/null
-	done
-	for ((i = ${#CREATED_NS[@]} - 1; i >= 0; i--)); do
-		ip netns del "${CREATED_NS[i]}" 2>/dev/null
-	done
-	# dockerd's cgroups were put under our own parent so they can be removed here
-	# (rmdir only removes empty cgroups; nothing else is touched).
-	for i in /sys/fs/cgroup/*/"$TAG" /sys/fs/cgroup/"$TAG"; do
-		[[ -d $i ]] && rmdir "$i" 2>/dev/null
-	done
-	if [[ -n $WORK && -d $WORK ]]; then
-		# dockerd bind-mounts container netns files under its exec root; never
-		# rm -rf through a live mount.
-		findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r | while read -r i; do
-			umount -l "$i" 2>/dev/null
-		done
-		rm -rf --one-file-system "$WORK"
-	fi
+cleanup_more() {
+	local i
 	for i in "${STAGED[@]}"; do rm -rf "$i"; done
-	[[ $rc -ne 0 ]] && printf 'make-bundles: FAILED (exit %s); everything created was removed\n' "$rc" >&2
-	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+setup_traps
 
-# ---------------------------------------------------------------- helpers ----
 [[ $(id -u) -eq 0 ]] || die "must run as root (it creates network namespaces)"
 for c in ip perl ping nsenter dockerd findmnt "$DOCKER"; do
 	command -v "$c" >/dev/null || die "missing command: $c"
 done
 [[ -x $BUSYBOX ]] || die "missing $BUSYBOX (apt-get install busybox-static)"
-
-WORK=$(mktemp -d /tmp/vfx-bundles.XXXXXX)
-
-new_ns() {
-	ip netns add "$1"
-	CREATED_NS+=("$1")
-	ip -n "$1" link set lo up
-}
-
-# tun0 as OpenVPN makes it on a net30/p2p client. A tun device with nobody attached
-# has NO-CARRIER and every route over it shows "linkdown"; a real tunnel has a process
-# behind it, so a small perl holds the device open (it never reads or sends a packet).
-add_tun() {
-	local ns=$1 i
-	ip -n "$ns" tuntap add dev tun0 mode tun
-	ip -n "$ns" addr add 10.0.1.65 peer 10.0.1.66 dev tun0
-	ip -n "$ns" link set tun0 up
-	# TUNSETIFF = 0x400454ca, IFF_TUN|IFF_NO_PI = 0x1001; gives up after 15 min as a
-	# backstop should this script be SIGKILLed before its cleanup runs.
-	ip netns exec "$ns" perl -e '
-		open(my $fh, "+<", "/dev/net/tun") or die "open /dev/net/tun: $!\n";
-		my $req = pack("a16 s x22", "tun0", 0x1001);
-		ioctl($fh, 0x400454ca, $req) or die "TUNSETIFF tun0: $!\n";
-		sleep 900;' &
-	HOLDER_PIDS+=($!)
-	for ((i = 0; i < 50; i++)); do
-		ip -n "$ns" link show tun0 | grep -q LOWER_UP && return 0
-		sleep 0.1
-	done
-	die "tun0 in $ns never got carrier"
-}
 
 # The hook environment of a route-up script, modelled on
 # /work/shared/fixtures/openvpn-2.6.14-client/route-up.env: net30 tunnel
@@ -178,16 +87,16 @@ snapshot() {
 # half-written bundle and a rerun simply replaces the old one.
 # (Sets $out rather than printing it: a $(…) subshell could not record STAGED.)
 stage() {
-	out="$HERE/.$1.new.$$"
+	out="$OUT/.$1.new.$$"
 	rm -rf "$out"
 	mkdir -p "$out"
 	STAGED+=("$out")
 }
 publish() {
-	local d="$HERE/.$1.new.$$"
-	rm -rf "$HERE/$1"
-	mv "$d" "$HERE/$1"
-	log "wrote $HERE/$1: $(cd "$HERE/$1" && echo *)"
+	local d="$OUT/.$1.new.$$"
+	rm -rf "${OUT:?}/$1"
+	mv "$d" "$OUT/$1"
+	log "wrote $OUT/$1: $(cd "$OUT/$1" && echo *)"
 }
 
 # ------------------------------------------------- bundle 1: laptop-bridge ----
@@ -231,49 +140,10 @@ publish laptop-bridge
 # ------------------------------------------------- bundle 2: laptop-docker ----
 log "laptop-docker: dockerd in a namespace, compose network, no pushed route"
 new_ns "$NS_DK"
-mkdir -p "$WORK/docker/data" "$WORK/docker/exec" "$WORK/client"
-echo '{}' >"$WORK/docker/daemon.json" # ignore any /etc/docker/daemon.json of the host
-export DOCKER_CONFIG="$WORK/client" # keep the client away from ~/.docker
-
-# nsenter --net (not `ip netns exec`, which remounts /sys and hides the cgroups).
-# No iptables, no forwarding, no docker0; own socket, data, exec root, cgroup parent
-# and containerd namespace so nothing is shared with a Docker of the host.
 t0=$(date +%s%N)
-nsenter --net="/run/netns/$NS_DK" dockerd \
-	--config-file "$WORK/docker/daemon.json" \
-	--iptables=false --ip-forward=false --ip-masq=false \
-	--storage-driver=vfs --bridge=none \
-	--data-root "$WORK/docker/data" --exec-root "$WORK/docker/exec" \
-	-H "unix://$WORK/docker/docker.sock" --pidfile "$WORK/docker/docker.pid" \
-	--cgroup-parent "/$TAG" \
-	--containerd-namespace "$TAG" --containerd-plugins-namespace "$TAG-plugins" \
-	>"$WORK/docker/dockerd.log" 2>&1 &
-DOCKERD_PID=$!
-for ((i = 0; ; i++)); do
-	dk version >/dev/null 2>&1 && break
-	kill -0 "$DOCKERD_PID" 2>/dev/null || { tail -20 "$WORK/docker/dockerd.log" >&2; die "dockerd exited"; }
-	((i < 300)) || { tail -20 "$WORK/docker/dockerd.log" >&2; die "dockerd did not answer in 60 s"; }
-	sleep 0.2
-done
+start_dockerd "$NS_DK"
 log "dockerd answered after $((($(date +%s%N) - t0) / 1000000)) ms"
-
-# No registry here: a one-binary image from the static busybox.
-mkdir -p "$WORK/rootfs/bin"
-cp "$BUSYBOX" "$WORK/rootfs/bin/busybox"
-for l in sh sleep ping; do ln -s busybox "$WORK/rootfs/bin/$l"; done
-tar -C "$WORK/rootfs" -c . | dk import - local/busybox >/dev/null
-
-# What `docker compose up` makes for project "milvus": network milvus_default and
-# labelled containers, started in order so they get .2, .3, .4.
-dk network create --subnet 172.20.0.0/16 \
-	--label com.docker.compose.project=milvus \
-	--label com.docker.compose.network=default milvus_default >/dev/null
-for svc in etcd minio standalone; do
-	dk run -d --network milvus_default --name "milvus-$svc" \
-		--label com.docker.compose.project=milvus \
-		--label com.docker.compose.service="$svc" \
-		local/busybox sleep 3600 >/dev/null
-done
+make_milvus
 
 add_tun "$NS_DK"
 # Old OpenVPN (or any build using the ip command) fails on the identical prefix; show

@@ -11,7 +11,7 @@
 mod common;
 
 use common::ovpn::{own_routes, Openvpn, SiteSpec, World};
-use common::{env, root_or_skip, stderr};
+use common::{env, root_or_skip, stderr, SEED_VPN, WITH_9_VPN};
 use std::net::Ipv6Addr;
 use std::time::Instant;
 
@@ -19,18 +19,6 @@ use std::time::Instant;
 const PUSH_172_20: &str = "route 172.20.0.0 255.255.0.0";
 const OFFICE: &str = "172.20.2.52";
 const MILVUS: &str = "milvus_default";
-
-/// DESIGN.md's seed plan on the tunnel: 172.20.0.0/16 minus the kept 172.20.0.0/24.
-const SEED_VPN: [&str; 8] = [
-    "172.20.1.0/24",
-    "172.20.2.0/23",
-    "172.20.4.0/22",
-    "172.20.8.0/21",
-    "172.20.16.0/20",
-    "172.20.32.0/19",
-    "172.20.64.0/18",
-    "172.20.128.0/17",
-];
 
 /// Runs as OpenVPN's `user nobody` / `group nogroup` (down scripts run unprivileged).
 const NOBODY: [&str; 2] = ["user nobody", "group nogroup"];
@@ -601,20 +589,6 @@ fn docker_network_removed_while_connected() {
     assert!(!w.state_dir().join("tun0.json").exists(), "the state outlives the disconnect");
     timing("network removed while connected (8a)", t0);
 }
-
-/// The seed plan once 172.20.9.0/24 is kept too: 172.20.8.0/21 splits around it.
-const WITH_9_VPN: [&str; 10] = [
-    "172.20.1.0/24",
-    "172.20.2.0/23",
-    "172.20.4.0/22",
-    "172.20.8.0/24",
-    "172.20.10.0/23",
-    "172.20.12.0/22",
-    "172.20.16.0/20",
-    "172.20.32.0/19",
-    "172.20.64.0/18",
-    "172.20.128.0/17",
-];
 
 /// Scenario 8b: dockerd dies before connect (SIGKILL: its containers keep running): vpnfix warns
 /// once and plans from the kernel alone, the bridge address and the neighbour entries of the

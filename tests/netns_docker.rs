@@ -20,7 +20,8 @@
 
 mod common;
 
-use common::{env, root_or_skip, stderr, stdout, Dockerd, Netns, TempDir};
+use common::laptop::bridge_host;
+use common::{env, root_or_skip, stderr, stdout, Dockerd, Netns, TempDir, SEED_VPN, WITH_9_VPN};
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -30,32 +31,6 @@ use std::time::{Duration, Instant};
 
 /// The compose network every Docker test uses.
 const NET: &str = "milvus_default";
-
-/// DESIGN.md's seed plan: push = Docker = 172.20.0.0/16, .1–.4 used, pushed route missing.
-const SEED_VPN: [&str; 8] = [
-    "172.20.1.0/24",
-    "172.20.2.0/23",
-    "172.20.4.0/22",
-    "172.20.8.0/21",
-    "172.20.16.0/20",
-    "172.20.32.0/19",
-    "172.20.64.0/18",
-    "172.20.128.0/17",
-];
-
-/// The seed plan once 172.20.9.0/24 is kept too: 172.20.8.0/21 splits around it.
-const WITH_9_VPN: [&str; 10] = [
-    "172.20.1.0/24",
-    "172.20.2.0/23",
-    "172.20.4.0/22",
-    "172.20.8.0/24",
-    "172.20.10.0/23",
-    "172.20.12.0/22",
-    "172.20.16.0/20",
-    "172.20.32.0/19",
-    "172.20.64.0/18",
-    "172.20.128.0/17",
-];
 
 // ------------------------------------------------------------------------------ worlds ----
 
@@ -255,21 +230,6 @@ fn snapshot_then_plan_from_gives_the_live_plan() {
 }
 
 // ------------------------------------------------------- 3: dead, hung, garbage sockets ----
-
-/// A host with no Docker: bridge br-test 172.20.0.1/16 (a veth port gives it carrier) and tun0.
-/// Kernel facts alone keep 172.20.0.0/24 (the bridge's own address) and give the 8 seed routes.
-fn bridge_host() -> Netns {
-    let mut ns = Netns::new();
-    ns.ip(&["link", "add", "br-test", "type", "bridge"]);
-    ns.ip(&["link", "add", "port0", "type", "veth", "peer", "name", "port0p"]);
-    ns.ip(&["link", "set", "port0", "master", "br-test", "up"]);
-    ns.ip(&["link", "set", "port0p", "up"]);
-    ns.ip(&["addr", "add", "172.20.0.1/16", "dev", "br-test"]);
-    ns.ip(&["link", "set", "br-test", "up"]);
-    ns.tun("tun0");
-    ns.ip(&["addr", "add", "10.0.1.65", "peer", "10.0.1.66", "dev", "tun0"]);
-    ns
-}
 
 /// What a fake Docker socket does with each connection.
 #[derive(Clone)]

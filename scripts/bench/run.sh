@@ -11,7 +11,7 @@
 #   1. the hook end to end: a cold `vpnfix` route-up in the seed case (bridge 172.20.0.0/16 with
 #      .2–.4 used, tun0 10.0.1.65 peer 10.0.1.66, push 172.20.0.0/16 → 8 routes) against a shell
 #      script running the manual fix's 8 `ip route add`, both inside the namespace (hyperfine runs
-#      there itself), with a real dockerd 20.10 (network milvus, 3 containers) and with its
+#      there itself), with a real dockerd 20.10 (network milvus_default, 3 containers) and with its
 #      socket absent. Targets: ratio of medians ≤ 0.3 and ≤ 0.2.
 #   2. scale: criterion's `plan/full` (10,000 pushes, 200 networks, 100,000 routes) ≤ 50 ms, and
 #      the peak RSS of `vpnfix plan --from` on that host as a bundle ≤ 32 MiB (/usr/bin/time -v).
@@ -26,8 +26,9 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-# shellcheck source=lib.sh
-source "$HERE/lib.sh"
+ME=bench TAG=vfb-$$
+# shellcheck source=../lib/world.sh
+source "$ROOT/scripts/lib/world.sh"
 
 QUICK=0 ONLY=""
 while (($#)); do

@@ -5,6 +5,33 @@
 pub mod laptop;
 pub mod ovpn;
 
+/// DESIGN.md's seed plan on the tunnel: push = bridge = 172.20.0.0/16, .1–.4 used, so
+/// 172.20.0.0/24 stays local and these 8 blocks go to the VPN.
+pub const SEED_VPN: [&str; 8] = [
+    "172.20.1.0/24",
+    "172.20.2.0/23",
+    "172.20.4.0/22",
+    "172.20.8.0/21",
+    "172.20.16.0/20",
+    "172.20.32.0/19",
+    "172.20.64.0/18",
+    "172.20.128.0/17",
+];
+
+/// The seed plan once 172.20.9.0/24 is kept too: 172.20.8.0/21 splits around it.
+pub const WITH_9_VPN: [&str; 10] = [
+    "172.20.1.0/24",
+    "172.20.2.0/23",
+    "172.20.4.0/22",
+    "172.20.8.0/24",
+    "172.20.10.0/23",
+    "172.20.12.0/22",
+    "172.20.16.0/20",
+    "172.20.32.0/19",
+    "172.20.64.0/18",
+    "172.20.128.0/17",
+];
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

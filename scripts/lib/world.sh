@@ -1,11 +1,17 @@
-# scripts/bench/lib.sh — the world the benchmarks run in, sourced by run.sh: network namespaces,
-# a tun device held open as OpenVPN holds it, a private dockerd 20.10 with the seed case's
-# network, and a cleanup that removes all of it on any exit. Modelled on examples/make-bundles.sh
-# and tests/common/mod.rs (same dockerd isolation: own socket, data/exec roots, config file,
-# cgroup parent and containerd namespace; started with nsenter --net, not ip netns exec).
+# scripts/lib/world.sh — the throwaway worlds vpnfix's scripts build, sourced by
+# scripts/bench/run.sh and examples/make-bundles.sh: network namespaces, a tun device held open
+# as OpenVPN holds it, a private dockerd 20.10 with the seed case's compose network, and a
+# cleanup that removes all of it on any exit. The same dockerd isolation as tests/common/mod.rs
+# (own socket, data/exec roots, config file, cgroup parent and containerd namespace; started
+# with nsenter --net, not ip netns exec). The host's own namespace is never touched.
+#
+# The sourcing script sets ME (its name in messages) and TAG (the prefix of every namespace,
+# directory and cgroup made; with its pid, so concurrent runs never collide), and may define
+# cleanup_more (run first on exit, for what only it makes).
 # shellcheck shell=bash
 
-TAG=vfb-$$
+ME=${ME:-vpnfix}
+TAG=${TAG:-vfx-$$}
 CREATED_NS=()  # namespaces to delete
 HOLDER_PIDS=() # processes holding a tun device open
 DOCKERD_PID=""
@@ -17,10 +23,11 @@ DOCKER=${DOCKER:-/usr/bin/docker}
 [[ -x $DOCKER ]] || DOCKER=$(command -v docker || true)
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 export DOCKER_API_VERSION=1.41
+unset DOCKER_HOST DOCKER_CONTEXT # dk always passes -H; a context would conflict with it
 
 log() { printf '>> %s\n' "$*" >&2; }
 die() {
-	printf 'bench: %s\n' "$*" >&2
+	printf '%s: %s\n' "$ME" "$*" >&2
 	exit 1
 }
 
@@ -32,6 +39,7 @@ cleanup() {
 	local rc=$? i ids
 	set +e
 	trap - EXIT INT TERM
+	[[ $(type -t cleanup_more) == function ]] && cleanup_more
 	if [[ -n $DOCKERD_PID ]] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
 		# `sleep` as PID 1 ignores SIGTERM: kill the containers first, or stopping waits 10 s each.
 		ids=$(dk ps -aq 2>/dev/null)
@@ -69,7 +77,7 @@ cleanup() {
 		rm -rf --one-file-system "$WORK"
 	fi
 	[[ -n $SHM && -d $SHM ]] && rm -rf "$SHM"
-	[[ $rc -ne 0 ]] && printf 'bench: FAILED (exit %s); everything it created was removed\n' "$rc" >&2
+	[[ $rc -ne 0 ]] && printf '%s: FAILED (exit %s); everything it created was removed\n' "$ME" "$rc" >&2
 	exit "$rc"
 }
 
@@ -133,19 +141,22 @@ start_dockerd() {
 	die "dockerd did not answer"
 }
 
-# The seed case's Docker side: network milvus 172.20.0.0/16 (bridge br-<id>, 172.20.0.1) and
-# three containers at .2–.4, from an image made of the static busybox (no registry here).
+# The seed case's Docker side as `docker compose up` makes it for project milvus: network
+# milvus_default 172.20.0.0/16 (bridge br-<id>, 172.20.0.1) and labelled containers
+# milvus-etcd, -minio, -standalone, started in order so they get .2, .3, .4, from an image made
+# of the static busybox (no registry here).
 make_milvus() {
-	local root="$WORK/rootfs" n
+	local root="$WORK/rootfs" svc l
 	mkdir -p "$root/bin"
 	cp "$BUSYBOX" "$root/bin/busybox"
-	ln -s busybox "$root/bin/sh"
-	ln -s busybox "$root/bin/sleep"
+	for l in sh sleep ping; do ln -s busybox "$root/bin/$l"; done
 	tar -C "$root" -c . | dk import - local/busybox >/dev/null
-	dk network create --subnet 172.20.0.0/16 milvus >/dev/null
-	for n in milvus-etcd milvus-minio milvus-standalone; do
+	dk network create --subnet 172.20.0.0/16 --label com.docker.compose.project=milvus \
+		--label com.docker.compose.network=default milvus_default >/dev/null
+	for svc in etcd minio standalone; do
 		# (dockerd --ip-forward=false makes `docker run` warn on stderr: kept in a log)
-		dk run -d --name "$n" --network milvus local/busybox sleep 3600 \
+		dk run -d --name "milvus-$svc" --network milvus_default --label com.docker.compose.project=milvus \
+			--label com.docker.compose.service="$svc" local/busybox sleep 3600 \
 			>/dev/null 2>>"$WORK/docker/client.log"
 	done
 }
