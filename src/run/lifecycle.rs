@@ -1,0 +1,181 @@
+//! Connect and disconnect: the hooks OpenVPN and NetworkManager run, and their manual forms
+//! `apply` and `cleanup`. Connect stops at the first hard failure and leaves a true record;
+//! disconnect tries every removal and reports all failures.
+
+use super::{chain, environment, gather, load_config, runtime, selected_input, Error};
+use crate::apply::{self, ApplyError};
+use crate::cli::{CleanupArgs, Selection};
+use crate::config::Config;
+use crate::hook::{Event, HookInput, Invocation, Source};
+use crate::kernel::Kernel;
+use crate::state::{StateDir, StateError};
+use crate::{plan, report};
+use log::{debug, error, info, warn};
+use std::process::ExitCode;
+
+/// `vpnfix apply`: what route-up does, by hand.
+pub fn apply(sel: &Selection) -> Result<String, Error> {
+    let env = environment();
+    let config = load_config(&env, &sel.config_layer());
+    let input = selected_input(&env, &[], sel)?;
+    connect(&config, &env, input).map(|n| format!("{n}\n"))
+}
+
+/// `vpnfix cleanup`: undoes what the state records for one tunnel, or everything vpnfix added.
+pub fn cleanup(args: &CleanupArgs) -> Result<String, Error> {
+    let env = environment();
+    let config = load_config(&env, &[]);
+    runtime().block_on(async {
+        let k = Kernel::connect()?;
+        let mut failed = 0;
+        // `--all` needs no state: every route with vpnfix's protocol number goes.
+        if args.all {
+            failed += report_removed(apply::sweep_all(&k, config.proto).await?);
+        }
+        let dir = match StateDir::open(&config.state_dir) {
+            Ok(dir) => dir,
+            Err(e) if args.all => {
+                warn!("{}; the routes are gone, the state files stay", chain(&e));
+                return Ok(String::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let tunnels = match &args.dev {
+            Some(d) => vec![d.clone()],
+            None => dir.tunnels()?,
+        };
+        for t in tunnels {
+            let _lock = dir.lock(&t)?;
+            failed += report_removed(apply::remove(&k, &dir, &t).await?);
+        }
+        if failed > 0 {
+            return Err(Error::Partial(failed));
+        }
+        Ok(String::new())
+    })
+}
+
+fn report_removed(r: apply::Removed) -> usize {
+    for e in &r.failed {
+        error!("{}", chain(e));
+    }
+    debug!("removed {}, already gone {}", r.deleted, r.gone);
+    r.failed.len()
+}
+
+/// Sweep, gather, plan, install, for one tunnel; returns a one-line summary.
+fn connect(config: &Config, env: &[(String, String)], input: HookInput) -> Result<String, Error> {
+    let dev = input.tunnel.dev.clone();
+    runtime().block_on(async {
+        let k = Kernel::connect()?;
+        if config.dry_run {
+            let g = gather(&k, config, env, input).await?;
+            let p = plan::plan(&g.facts, config);
+            return Ok(report::plan_text(&g.facts, &p));
+        }
+        let dir = StateDir::open(&config.state_dir)?;
+        let _lock = dir.lock(&dev)?;
+        apply::sweep(&k, &dir, &dev, config.proto).await?;
+        let g = gather(&k, config, env, input).await?;
+        if !g.facts.links.iter().any(|l| l.name == dev) {
+            return Err(Error::NoTunnel(dev.clone()));
+        }
+        let p = plan::plan(&g.facts, config);
+        for s in &p.skipped {
+            warn!("{s}");
+        }
+        for n in &p.notes {
+            info!("{n}");
+        }
+        let done = apply::install(&k, &dir, &p, &g.facts.pushes, config.proto).await?;
+        Ok(format!(
+            "{dev}: {} route(s) added, {} already there, {} blocked by foreign routes, {} not verified",
+            done.added, done.present, done.blocked, done.unverified
+        ))
+    })
+}
+
+/// Whether this process may change routes: CAP_NET_ADMIN (bit 12) in its effective set, as
+/// root has and as systemd's `AmbientCapabilities=CAP_NET_ADMIN` gives an unprivileged unit.
+fn may_change_routes() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim);
+    eff.and_then(|hex| u64::from_str_radix(hex, 16).ok()).is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+/// Undoes a tunnel's routes; without the privilege to, says once what happens instead.
+fn disconnect(config: &Config, dev: &str) -> Result<(), Error> {
+    if !may_change_routes() {
+        warn!(
+            "running unprivileged (OpenVPN `user`/`group`?): cannot remove routes; the tunnel's routes die with {dev}, \
+             bridge routes are swept at the next connect or by `vpnfix cleanup` as root"
+        );
+        return Ok(());
+    }
+    runtime().block_on(async {
+        let k = Kernel::connect()?;
+        let dir = StateDir::open(&config.state_dir)?;
+        let _lock = dir.lock(dev)?;
+        match apply::remove(&k, &dir, dev).await {
+            Ok(r) => match report_removed(r) {
+                0 => Ok(()),
+                n => Err(Error::Partial(n)),
+            },
+            Err(ApplyError::State(e @ StateError::Corrupt { .. })) => {
+                warn!("{}", chain(&e));
+                apply::sweep(&k, &dir, dev, config.proto).await?;
+                dir.remove(dev)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// Runs a hook and returns the exit status its caller needs: always 0 from OpenVPN's `up`,
+/// `route-pre-down` and `down` (non-zero there aborts or kills OpenVPN) and from
+/// NetworkManager's disconnect actions; from a connect (`route-up`, `vpn-up`) non-zero only
+/// when `VPNFIX_STRICT` is set and something failed.
+pub fn hook(inv: Invocation) -> ExitCode {
+    let env = environment();
+    let config = load_config(&env, &[]);
+    let input = inv.parse(&env);
+    let strict_exit = config.strict
+        && match (&inv.source, &input) {
+            (Source::OpenVpn { .. }, Ok(i)) => i.script_type.as_deref() == Some("route-up"),
+            (Source::OpenVpn { mode }, Err(_)) => {
+                let named =
+                    mode.clone().or_else(|| env.iter().find(|(k, _)| k == "script_type").map(|(_, v)| v.clone()));
+                named.as_deref() == Some("route-up")
+            }
+            (Source::NetworkManager, Ok(i)) => i.event == Some(Event::Connect),
+            (Source::NetworkManager, Err(_)) => false,
+        };
+    let failed = match input {
+        Err(e) => {
+            error!("{e}; nothing done");
+            true
+        }
+        Ok(input) => run_event(&config, &env, input).map_err(|e| error!("{}", chain(&e))).is_err(),
+    };
+    if failed && strict_exit {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run_event(config: &Config, env: &[(String, String)], input: HookInput) -> Result<(), Error> {
+    match input.event {
+        Some(Event::Connect) => {
+            let summary = connect(config, env, input)?;
+            debug!("{summary}");
+            Ok(())
+        }
+        Some(Event::Disconnect) => disconnect(config, &input.tunnel.dev),
+        None => {
+            debug!("nothing to do for script_type {:?}", input.script_type);
+            Ok(())
+        }
+    }
+}
