@@ -8,7 +8,10 @@
 //! IPv6, fd00:(8+n)::/64; the client's device is `tun<n>`. The office hosts share one veth
 //! behind the server, which owns the first address of each office subnet and forwards.
 
-use super::{run, run_with_timeout, vpnfix_bin, Dockerd, Netns, TempDir, NEXT};
+mod docker;
+mod probe;
+
+use super::{run, vpnfix_bin, Dockerd, Netns, TempDir, NEXT};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -400,151 +403,5 @@ impl Drop for World {
         for pid in &self.orphans {
             let _ = Command::new("kill").args(["-KILL", pid]).status();
         }
-    }
-}
-
-// -------------------------------------------------------------------------- Docker ----
-
-impl World {
-    /// `docker network create` with compose's labels; returns the bridge's name.
-    pub fn network(&self, project: &str, name: &str, args: &[&str]) -> String {
-        let mut a = vec!["network", "create"];
-        a.extend_from_slice(args);
-        let label = format!("com.docker.compose.project={project}");
-        a.extend_from_slice(&["--label", &label, "--label", "com.docker.compose.network=default", name]);
-        self.docker.docker(&a);
-        self.docker.bridge_of(name)
-    }
-
-    /// Starts `sleep 3600` as a container of `project` on `network`; returns its IPv4 address.
-    pub fn container(&self, project: &str, network: &str, name: &str, extra: &[&str]) -> String {
-        let label = format!("com.docker.compose.project={project}");
-        let mut a = vec!["run", "-d", "--network", network, "--name", name, "--label", &label];
-        a.extend_from_slice(extra);
-        a.extend_from_slice(&["local/busybox", "sleep", "3600"]);
-        self.docker.docker(&a);
-        self.docker.container_ip(name, network)
-    }
-
-    /// A container's IPv6 address on a network.
-    pub fn container6(&self, name: &str, network: &str) -> String {
-        let f = format!("{{{{(index .NetworkSettings.Networks \"{network}\").GlobalIPv6Address}}}}");
-        self.docker.docker(&["inspect", "-f", &f, name])
-    }
-
-    /// Kills dockerd with SIGKILL, as a crash would: its containers keep running (their pids are
-    /// kept and killed on drop); waits until the socket refuses.
-    pub fn kill_dockerd(&mut self) {
-        let ids = self.docker.docker(&["ps", "-q"]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        let mut a = vec!["inspect", "-f", "{{.State.Pid}}"];
-        a.extend_from_slice(&ids);
-        self.orphans = self.docker.docker(&a).split_whitespace().map(str::to_string).collect();
-        let child = self.docker.child.as_mut().unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-        for _ in 0..100 {
-            if !run_with_timeout(self.docker.cli().arg("version"), 5).is_some_and(|o| o.status.success()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("dockerd still answers after SIGKILL");
-    }
-}
-
-// --------------------------------------------------------------------------- probes ----
-
-/// What the laptop sees for one address.
-#[derive(Debug, Clone)]
-pub struct Probe {
-    /// The address.
-    pub addr: String,
-    /// The device `ip route get` picks.
-    pub dev: String,
-    /// Whether a ping was answered.
-    pub answered: bool,
-    /// Ping's result lines (errors, summary).
-    pub ping: String,
-}
-
-impl std::fmt::Display for Probe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: route get → dev {}; ping: {}", self.addr, self.dev, self.ping)
-    }
-}
-
-impl World {
-    /// Pings every address once from the laptop, all at once (`ping -c1 -W<wait>`).
-    pub fn probe(&self, addrs: &[&str], wait: u32) -> Vec<Probe> {
-        let pings: Vec<Child> = addrs
-            .iter()
-            .map(|a| {
-                self.laptop
-                    .cmd("ping")
-                    .args(["-c1", &format!("-W{wait}"), a])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        addrs
-            .iter()
-            .zip(pings)
-            .map(|(a, p)| {
-                let out = p.wait_with_output().unwrap();
-                let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-                let ping = text
-                    .lines()
-                    .filter(|l| {
-                        !l.is_empty() && !l.starts_with("PING") && !l.starts_with("---") && !l.starts_with("rtt")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" | ");
-                Probe { addr: a.to_string(), dev: self.route_get(a), answered: out.status.success(), ping }
-            })
-            .collect()
-    }
-
-    /// The device `ip route get` names for an address, or what `ip` said when it found none.
-    pub fn route_get(&self, addr: &str) -> String {
-        let out = self.laptop.ip_try(&["-j", "route", "get", addr]);
-        if !out.status.success() {
-            return format!("(none: {})", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v[0]["dev"].as_str().unwrap_or("(none)").to_string()
-    }
-
-    /// Asserts that every address leaves via its device and answers a ping (up to three tries:
-    /// a fresh neighbour or bridge address may need a moment).
-    pub fn assert_reached(&self, want: &[(&str, &str)]) {
-        let mut left: Vec<(&str, &str)> = want.to_vec();
-        for attempt in 0..3 {
-            let probes = self.probe(&left.iter().map(|(a, _)| *a).collect::<Vec<_>>(), 2);
-            for (p, (_, dev)) in probes.iter().zip(&left) {
-                assert_eq!(&p.dev, dev, "ip route get {}: {p}\n{}", p.addr, self.logs());
-            }
-            let missed: Vec<usize> = (0..left.len()).filter(|&i| !probes[i].answered).collect();
-            if missed.is_empty() {
-                return;
-            }
-            if attempt == 2 {
-                let why: Vec<String> = missed.iter().map(|&i| probes[i].to_string()).collect();
-                panic!("no answer from the laptop:\n{}\n{}", why.join("\n"), self.logs());
-            }
-            left = missed.iter().map(|&i| left[i]).collect();
-        }
-    }
-
-    /// Asserts that no address answers; prints and returns what was seen (for the report).
-    pub fn assert_cut_off(&self, label: &str, addrs: &[&str]) -> Vec<Probe> {
-        let probes = self.probe(addrs, 1);
-        for p in &probes {
-            eprintln!("OBSERVED [{label}] without vpnfix: {p}");
-            assert!(!p.answered, "[{label}] {} answers although it should not: {p}\n{}", p.addr, self.logs());
-        }
-        probes
     }
 }
