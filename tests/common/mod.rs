@@ -4,6 +4,7 @@
 
 mod dockerd;
 pub mod e2e;
+pub mod fake_docker;
 pub mod laptop;
 pub mod ovpn;
 
