@@ -6,130 +6,14 @@
 //! even when a test panics. The scenario mirrors the seed case: a Docker-like bridge br-test
 //! 172.20.0.0/16 (fd42:20::/64) and an OpenVPN-like tun0 10.0.1.65 peer 10.0.1.66 (fd00:8::2/64).
 
-use std::future::Future;
+mod common;
+
+use common::kernel_ns::{Ip, KernelNs};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use vpnfix::kernel::{Added, Deleted, Kernel, KernelError, RouteSpec, MAIN_TABLE};
 use vpnfix::net::{Route, RouteKind};
 
 const PROTO: u8 = 86;
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// Runs `ip -n NAME ARGS…` (ARGS split on whitespace) and returns its stdout; panics on failure.
-#[derive(Clone)]
-struct Ip(String);
-
-impl Ip {
-    fn run(&self, args: &str) -> String {
-        let out = Command::new("ip").args(["-n", &self.0]).args(args.split_whitespace()).output().expect("ip runs");
-        assert!(out.status.success(), "ip -n {} {args}: {}", self.0, String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &str) -> serde_json::Value {
-        serde_json::from_str(&self.run(&format!("-j {args}"))).expect("ip -j prints JSON")
-    }
-}
-
-/// A private network namespace `vfk-<pid>-<n>`, deleted on drop.
-struct Netns {
-    ip: Ip,
-}
-
-impl Netns {
-    /// A fresh namespace with `lo` up; `None` (and a loud line) when not root.
-    fn new() -> Option<Netns> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED (not root): netns kernel tests need CAP_SYS_ADMIN and CAP_NET_ADMIN");
-            return None;
-        }
-        let name = format!("vfk-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("ip runs");
-        assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
-        let ns = Netns { ip: Ip(name) };
-        ns.ip.run("link set lo up");
-        Some(ns)
-    }
-
-    /// The seed scenario: bridge (with a veth port, so it has carrier) and a tun device. Returns
-    /// once the kernel has settled (carrier on the bridge, its fe80::/64 route in place), so that
-    /// before/after comparisons of the main table see no late arrivals.
-    fn scenario(&self) {
-        // No DAD in this namespace: addresses are usable at once (the sysctl is per namespace).
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ip.0, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0"])
-            .output()
-            .expect("sysctl runs");
-        assert!(out.status.success(), "sysctl: {}", String::from_utf8_lossy(&out.stderr));
-        for cmd in [
-            "link add br-test type bridge",
-            "link add vfk-veth0 type veth peer name vfk-veth1",
-            "link set vfk-veth0 master br-test",
-            "link set vfk-veth0 up",
-            "link set vfk-veth1 up",
-            "addr add 172.20.0.1/16 dev br-test",
-            "addr add fd42:20::1/64 dev br-test nodad",
-            "link set br-test up",
-            "tuntap add dev tun0 mode tun",
-            "link set tun0 up",
-            "addr add 10.0.1.65 peer 10.0.1.66 dev tun0",
-            "addr add fd00:8::2/64 dev tun0 nodad",
-        ] {
-            self.ip.run(cmd);
-        }
-        let settled = || {
-            let carrier = self.ip.run("link show br-test").contains("LOWER_UP");
-            carrier && self.ip.run("-6 route show table main").contains("fe80::/64 dev br-test")
-        };
-        let start = std::time::Instant::now();
-        while !settled() {
-            assert!(start.elapsed().as_secs() < 10, "br-test did not come up in {}", self.ip.0);
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    /// Runs `f` with a [`Kernel`] opened inside the namespace, on a thread of its own.
-    fn with_kernel<F, Fut>(&self, f: F)
-    where
-        F: FnOnce(Kernel, Ip) -> Fut + Send + 'static,
-        Fut: Future<Output = ()>,
-    {
-        let ip = self.ip.clone();
-        let thread = std::thread::spawn(move || {
-            enter(&ip.0);
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async move { f(Kernel::connect().expect("netlink connects"), ip).await })
-        });
-        if let Err(panic) = thread.join() {
-            std::panic::resume_unwind(panic);
-        }
-    }
-}
-
-/// Moves this thread into the network namespace `/run/netns/NAME`. `nix::sched::setns` would do,
-/// but needs nix's `sched` feature, which vpnfix does not enable; setns(2) is in the libc that every
-/// Rust binary on Linux links anyway.
-fn enter(name: &str) {
-    use std::os::raw::c_int;
-    use std::os::unix::io::AsRawFd;
-    extern "C" {
-        fn setns(fd: c_int, nstype: c_int) -> c_int;
-    }
-    const CLONE_NEWNET: c_int = 0x4000_0000;
-    let ns = std::fs::File::open(format!("/run/netns/{name}")).expect("netns file opens");
-    // SAFETY: an open descriptor and a namespace type; setns(2) changes only the calling thread.
-    let rc = unsafe { setns(ns.as_raw_fd(), CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns into {name}: {}", std::io::Error::last_os_error());
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        match Command::new("ip").args(["netns", "del", &self.ip.0]).output() {
-            Ok(out) if out.status.success() => {}
-            other => eprintln!("could not delete netns {}: {other:?}", self.ip.0),
-        }
-    }
-}
 
 fn spec(dst: &str, dev: &str, gateway: Option<&str>, protocol: u8) -> RouteSpec {
     RouteSpec {
@@ -164,7 +48,7 @@ fn bundle_routes(ip: &Ip) -> Vec<Route> {
 
 #[test]
 fn dumps_read_the_kernel_as_ip_json_does() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = KernelNs::new("dumps_read_the_kernel_as_ip_json_does") else { return };
     ns.scenario();
     for cmd in [
         "tuntap add dev tap0 mode tap",
@@ -180,67 +64,85 @@ fn dumps_read_the_kernel_as_ip_json_does() {
         ns.ip.run(cmd);
     }
     ns.with_kernel(|k, ip| async move {
-        let routes = k.routes().await.expect("routes dump");
-        assert_eq!(sorted(&routes), sorted(bundle_routes(&ip)), "kernel and `ip -j` dumps disagree");
-
-        let bridge = find(&routes, "172.20.0.0/16");
-        assert_eq!(bridge.len(), 1);
-        assert_eq!(bridge[0].to_string(), "172.20.0.0/16 dev br-test proto kernel metric 0");
-        assert!(bridge[0].is_on_link());
-        let bridge6 = find(&routes, "fd42:20::/64");
-        assert_eq!(bridge6[0].to_string(), "fd42:20::/64 dev br-test proto kernel metric 256");
-        assert!(bridge6[0].is_on_link());
-        assert_eq!(find(&routes, "10.9.0.0/16")[0].dev, None, "multipath over two devices");
-        assert_eq!(find(&routes, "10.10.0.0/16")[0].kind, RouteKind::Reject);
-        assert_eq!(find(&routes, "fd99::/64")[0].kind, RouteKind::Reject);
-        assert_eq!(find(&routes, "10.8.0.0/16")[0].metric, 50);
-        assert!(find(&routes, "192.0.2.0/24").is_empty(), "table 1000 is not the main table");
-        assert!(find(&routes, "ff00::/8").is_empty(), "IPv6 table local is not the main table");
-        assert!(find(&routes, "fd42:20::1/128").is_empty(), "IPv6 table local is not the main table");
-
-        // A multipath match names no single device; route_get then asks which next hop is taken.
-        let got = k.route_get("10.9.1.1".parse().unwrap()).await.expect("route get multipath");
-        assert_eq!((got.dst.to_string().as_str(), got.protocol), ("10.9.0.0/16", 4));
-        assert!(matches!(got.dev.as_deref(), Some("br-test" | "tun0")), "{got:?}");
-
-        let links = k.links().await.expect("links dump");
-        let raws: Vec<vpnfix::bundle::RawLink> = serde_json::from_value(ip.json("-d link show")).expect("RawLink");
-        assert_eq!(sorted(&links), sorted(raws.iter().map(vpnfix::bundle::link)));
-        let by_name = |n: &str| links.iter().find(|l| l.name == n).cloned().expect("link present");
-        assert!(by_name("br-test").is_bridge());
-        assert_eq!((by_name("tun0").kind.as_deref(), by_name("tun0").tap), (Some("tun"), false));
-        assert_eq!((by_name("tap0").kind.as_deref(), by_name("tap0").tap), (Some("tun"), true));
-        assert_eq!(by_name("vfk-veth1").kind.as_deref(), Some("veth"));
-        assert_eq!(by_name("lo").kind, None);
-
-        let addrs = k.addrs().await.expect("addrs dump");
-        let mut from_ip = Vec::new();
-        for dev in ip.json("addr show").as_array().expect("array") {
-            for a in dev["addr_info"].as_array().expect("addr_info") {
-                from_ip.push(format!("{}/{} dev {}", a["local"].as_str().unwrap(), a["prefixlen"], dev["ifname"]));
-            }
-        }
-        let from_ip = from_ip.iter().map(|s| s.replace('"', ""));
-        assert_eq!(sorted(addrs.iter().map(|a| a.to_string())), sorted(from_ip));
-        assert!(addrs.iter().any(|a| a.to_string() == "10.0.1.65/32 dev tun0"), "IFA_LOCAL, not the peer");
-
-        let neigh = k.neighbours().await.expect("neighbours dump");
-        let from_ip = ip.json("neigh show nud all");
-        let from_ip = from_ip.as_array().expect("array").iter().map(|n| {
-            let state: Vec<&str> = n["state"].as_array().expect("state").iter().filter_map(|s| s.as_str()).collect();
-            format!("{} dev {} {}", n["dst"].as_str().unwrap(), n["dev"].as_str().unwrap(), state.join(","))
-        });
-        assert_eq!(sorted(neigh.iter().map(|n| n.to_string())), sorted(from_ip));
-        let state = |a: &str| neigh.iter().find(|n| n.addr.to_string() == a).map(|n| n.state.clone());
-        assert_eq!(state("172.20.0.2"), Some(vec!["PERMANENT".to_string()]));
-        assert_eq!(state("172.20.0.3"), Some(vec!["STALE".to_string()]));
-        assert_eq!(state("fd42:20::2"), Some(vec!["REACHABLE".to_string()]));
+        routes_match_ip_json(&k, &ip).await;
+        links_match_ip_json(&k, &ip).await;
+        addrs_match_ip_json(&k, &ip).await;
+        neighbours_match_ip_json(&k, &ip).await;
     });
+}
+
+/// Main-table routes of both families as `ip -j` reads them: kinds, metrics, multipath, and
+/// nothing of other tables.
+async fn routes_match_ip_json(k: &Kernel, ip: &Ip) {
+    let routes = k.routes().await.expect("routes dump");
+    assert_eq!(sorted(&routes), sorted(bundle_routes(ip)), "kernel and `ip -j` dumps disagree");
+
+    let bridge = find(&routes, "172.20.0.0/16");
+    assert_eq!(bridge.len(), 1);
+    assert_eq!(bridge[0].to_string(), "172.20.0.0/16 dev br-test proto kernel metric 0");
+    assert!(bridge[0].is_on_link());
+    let bridge6 = find(&routes, "fd42:20::/64");
+    assert_eq!(bridge6[0].to_string(), "fd42:20::/64 dev br-test proto kernel metric 256");
+    assert!(bridge6[0].is_on_link());
+    assert_eq!(find(&routes, "10.9.0.0/16")[0].dev, None, "multipath over two devices");
+    assert_eq!(find(&routes, "10.10.0.0/16")[0].kind, RouteKind::Reject);
+    assert_eq!(find(&routes, "fd99::/64")[0].kind, RouteKind::Reject);
+    assert_eq!(find(&routes, "10.8.0.0/16")[0].metric, 50);
+    assert!(find(&routes, "192.0.2.0/24").is_empty(), "table 1000 is not the main table");
+    assert!(find(&routes, "ff00::/8").is_empty(), "IPv6 table local is not the main table");
+    assert!(find(&routes, "fd42:20::1/128").is_empty(), "IPv6 table local is not the main table");
+
+    // A multipath match names no single device; route_get then asks which next hop is taken.
+    let got = k.route_get("10.9.1.1".parse().unwrap()).await.expect("route get multipath");
+    assert_eq!((got.dst.to_string().as_str(), got.protocol), ("10.9.0.0/16", 4));
+    assert!(matches!(got.dev.as_deref(), Some("br-test" | "tun0")), "{got:?}");
+}
+
+/// Links with their kinds (tun, tap, bridge, veth) as `ip -j -d link` reads them.
+async fn links_match_ip_json(k: &Kernel, ip: &Ip) {
+    let links = k.links().await.expect("links dump");
+    let raws: Vec<vpnfix::bundle::RawLink> = serde_json::from_value(ip.json("-d link show")).expect("RawLink");
+    assert_eq!(sorted(&links), sorted(raws.iter().map(vpnfix::bundle::link)));
+    let by_name = |n: &str| links.iter().find(|l| l.name == n).cloned().expect("link present");
+    assert!(by_name("br-test").is_bridge());
+    assert_eq!((by_name("tun0").kind.as_deref(), by_name("tun0").tap), (Some("tun"), false));
+    assert_eq!((by_name("tap0").kind.as_deref(), by_name("tap0").tap), (Some("tun"), true));
+    assert_eq!(by_name("vfk-veth1").kind.as_deref(), Some("veth"));
+    assert_eq!(by_name("lo").kind, None);
+}
+
+/// Addresses as `ip -j addr` reads them (a peer address's local side, not the peer).
+async fn addrs_match_ip_json(k: &Kernel, ip: &Ip) {
+    let addrs = k.addrs().await.expect("addrs dump");
+    let mut from_ip = Vec::new();
+    for dev in ip.json("addr show").as_array().expect("array") {
+        for a in dev["addr_info"].as_array().expect("addr_info") {
+            from_ip.push(format!("{}/{} dev {}", a["local"].as_str().unwrap(), a["prefixlen"], dev["ifname"]));
+        }
+    }
+    let from_ip = from_ip.iter().map(|s| s.replace('"', ""));
+    assert_eq!(sorted(addrs.iter().map(|a| a.to_string())), sorted(from_ip));
+    assert!(addrs.iter().any(|a| a.to_string() == "10.0.1.65/32 dev tun0"), "IFA_LOCAL, not the peer");
+}
+
+/// Neighbour entries with their states as `ip -j neigh` reads them.
+async fn neighbours_match_ip_json(k: &Kernel, ip: &Ip) {
+    let neigh = k.neighbours().await.expect("neighbours dump");
+    let from_ip = ip.json("neigh show nud all");
+    let from_ip = from_ip.as_array().expect("array").iter().map(|n| {
+        let state: Vec<&str> = n["state"].as_array().expect("state").iter().filter_map(|s| s.as_str()).collect();
+        format!("{} dev {} {}", n["dst"].as_str().unwrap(), n["dev"].as_str().unwrap(), state.join(","))
+    });
+    assert_eq!(sorted(neigh.iter().map(|n| n.to_string())), sorted(from_ip));
+    let state = |a: &str| neigh.iter().find(|n| n.addr.to_string() == a).map(|n| n.state.clone());
+    assert_eq!(state("172.20.0.2"), Some(vec!["PERMANENT".to_string()]));
+    assert_eq!(state("172.20.0.3"), Some(vec!["STALE".to_string()]));
+    assert_eq!(state("fd42:20::2"), Some(vec!["REACHABLE".to_string()]));
 }
 
 #[test]
 fn ipv4_adds_exclusively_and_deletes_exactly() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = KernelNs::new("ipv4_adds_exclusively_and_deletes_exactly") else { return };
     ns.scenario();
     let before = ns.ip.json("route show table main");
     ns.with_kernel(|k, ip| async move {
@@ -249,28 +151,7 @@ fn ipv4_adds_exclusively_and_deletes_exactly() {
         assert_eq!(k.add(&r).await.expect("add again"), Added::Unchanged);
         assert_eq!(ip.run("route show 172.20.1.0/24").trim(), "172.20.1.0/24 dev tun0 proto 86 scope link linkdown");
 
-        // Same dst and metric as the bridge's kernel route: EEXIST, and the bridge's route named.
-        let over = spec("172.20.0.0/16", "tun0", None, PROTO);
-        let e = k.add(&over).await.expect_err("the bridge's route holds the place");
-        let KernelError::Foreign { existing, .. } = &e else { panic!("not Foreign: {e:?}") };
-        assert_eq!(existing, "172.20.0.0/16 dev br-test proto kernel metric 0");
-        assert_eq!(
-            e.to_string(),
-            "cannot add 172.20.0.0/16 dev tun0 proto 86: already routed by 172.20.0.0/16 dev br-test proto kernel \
-             metric 0; not replaced"
-        );
-
-        // Same dst and device but another protocol is someone else's route: never ours, never deleted.
-        ip.run("route add 172.20.3.0/24 dev tun0 proto static");
-        let theirs = spec("172.20.3.0/24", "tun0", None, PROTO);
-        let e = k.add(&theirs).await.expect_err("a static route holds the place");
-        assert!(matches!(&e, KernelError::Foreign { existing, .. } if existing.contains("proto static")), "{e:?}");
-        assert_eq!(k.delete(&theirs).await.expect("delete"), Deleted::Unchanged);
-        assert_eq!(k.delete(&spec("172.20.0.0/16", "br-test", None, PROTO)).await.expect("del"), Deleted::Unchanged);
-        assert_eq!(k.delete(&spec("172.20.0.0/16", "br-test", None, 4)).await.expect("del"), Deleted::Unchanged);
-        assert!(ip.run("route show 172.20.3.0/24").contains("proto static"));
-        assert!(ip.run("route show 172.20.0.0/16").contains("dev br-test proto kernel"));
-        ip.run("route del 172.20.3.0/24 dev tun0 proto static");
+        others_routes_are_never_added_over_or_deleted(&k, &ip).await;
 
         let got = k.route_get("172.20.1.5".parse().unwrap()).await.expect("route get");
         assert_eq!((got.dev.as_deref(), got.protocol, got.table), (Some("tun0"), PROTO, MAIN_TABLE));
@@ -281,26 +162,8 @@ fn ipv4_adds_exclusively_and_deletes_exactly() {
             (Some("br-test"), 2, "172.20.0.0/16".into())
         );
 
-        // With a gateway (a tap tunnel's routes): the gateway is part of the identity.
-        let via = spec("172.20.2.0/24", "tun0", Some("10.0.1.66"), PROTO);
-        assert_eq!(k.add(&via).await.expect("add via"), Added::Added);
-        assert_eq!(k.add(&via).await.expect("add via again"), Added::Unchanged);
-        let routes = k.routes().await.expect("routes");
-        assert_eq!(
-            find(&routes, "172.20.2.0/24")[0].to_string(),
-            "172.20.2.0/24 via 10.0.1.66 dev tun0 proto 86 metric 0"
-        );
-        let e = k.add(&spec("172.20.2.0/24", "tun0", None, PROTO)).await.expect_err("differs in gateway");
-        assert!(matches!(e, KernelError::Foreign { .. }), "{e:?}");
-        let wrong_gw = spec("172.20.2.0/24", "tun0", Some("10.0.1.67"), PROTO);
-        assert_eq!(k.delete(&wrong_gw).await.expect("delete"), Deleted::Unchanged);
-        assert_eq!(k.delete(&via).await.expect("delete via"), Deleted::Deleted);
-
-        // Another table (> 255 needs RTA_TABLE): no clash with main.
-        let other = RouteSpec { table: 1000, ..r.clone() };
-        assert_eq!(k.add(&other).await.expect("add table 1000"), Added::Added);
-        assert!(ip.run("route show table 1000").contains("172.20.1.0/24 dev tun0 proto 86"));
-        assert_eq!(k.delete(&other).await.expect("delete table 1000"), Deleted::Deleted);
+        gateways_are_part_of_a_routes_identity(&k).await;
+        other_tables_do_not_clash_with_main(&k, &ip, &r).await;
 
         assert_eq!(k.delete(&r).await.expect("delete"), Deleted::Deleted);
         assert_eq!(k.delete(&r).await.expect("delete again"), Deleted::Unchanged);
@@ -310,9 +173,57 @@ fn ipv4_adds_exclusively_and_deletes_exactly() {
     assert_eq!(ns.ip.json("route show table main"), before, "the main table is back as it was");
 }
 
+/// A route of someone else's holds its place: EEXIST names it, and vpnfix never deletes it.
+async fn others_routes_are_never_added_over_or_deleted(k: &Kernel, ip: &Ip) {
+    // Same dst and metric as the bridge's kernel route: EEXIST, and the bridge's route named.
+    let over = spec("172.20.0.0/16", "tun0", None, PROTO);
+    let e = k.add(&over).await.expect_err("the bridge's route holds the place");
+    let KernelError::Foreign { existing, .. } = &e else { panic!("not Foreign: {e:?}") };
+    assert_eq!(existing, "172.20.0.0/16 dev br-test proto kernel metric 0");
+    assert_eq!(
+        e.to_string(),
+        "cannot add 172.20.0.0/16 dev tun0 proto 86: already routed by 172.20.0.0/16 dev br-test proto kernel \
+         metric 0; not replaced"
+    );
+
+    // Same dst and device but another protocol is someone else's route: never ours, never deleted.
+    ip.run("route add 172.20.3.0/24 dev tun0 proto static");
+    let theirs = spec("172.20.3.0/24", "tun0", None, PROTO);
+    let e = k.add(&theirs).await.expect_err("a static route holds the place");
+    assert!(matches!(&e, KernelError::Foreign { existing, .. } if existing.contains("proto static")), "{e:?}");
+    assert_eq!(k.delete(&theirs).await.expect("delete"), Deleted::Unchanged);
+    assert_eq!(k.delete(&spec("172.20.0.0/16", "br-test", None, PROTO)).await.expect("del"), Deleted::Unchanged);
+    assert_eq!(k.delete(&spec("172.20.0.0/16", "br-test", None, 4)).await.expect("del"), Deleted::Unchanged);
+    assert!(ip.run("route show 172.20.3.0/24").contains("proto static"));
+    assert!(ip.run("route show 172.20.0.0/16").contains("dev br-test proto kernel"));
+    ip.run("route del 172.20.3.0/24 dev tun0 proto static");
+}
+
+/// With a gateway (a tap tunnel's routes): the gateway is part of the identity.
+async fn gateways_are_part_of_a_routes_identity(k: &Kernel) {
+    let via = spec("172.20.2.0/24", "tun0", Some("10.0.1.66"), PROTO);
+    assert_eq!(k.add(&via).await.expect("add via"), Added::Added);
+    assert_eq!(k.add(&via).await.expect("add via again"), Added::Unchanged);
+    let routes = k.routes().await.expect("routes");
+    assert_eq!(find(&routes, "172.20.2.0/24")[0].to_string(), "172.20.2.0/24 via 10.0.1.66 dev tun0 proto 86 metric 0");
+    let e = k.add(&spec("172.20.2.0/24", "tun0", None, PROTO)).await.expect_err("differs in gateway");
+    assert!(matches!(e, KernelError::Foreign { .. }), "{e:?}");
+    let wrong_gw = spec("172.20.2.0/24", "tun0", Some("10.0.1.67"), PROTO);
+    assert_eq!(k.delete(&wrong_gw).await.expect("delete"), Deleted::Unchanged);
+    assert_eq!(k.delete(&via).await.expect("delete via"), Deleted::Deleted);
+}
+
+/// Another table (> 255 needs RTA_TABLE): no clash with main.
+async fn other_tables_do_not_clash_with_main(k: &Kernel, ip: &Ip, r: &RouteSpec) {
+    let other = RouteSpec { table: 1000, ..r.clone() };
+    assert_eq!(k.add(&other).await.expect("add table 1000"), Added::Added);
+    assert!(ip.run("route show table 1000").contains("172.20.1.0/24 dev tun0 proto 86"));
+    assert_eq!(k.delete(&other).await.expect("delete table 1000"), Deleted::Deleted);
+}
+
 #[test]
 fn ipv6_adds_exclusively_and_deletes_exactly() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = KernelNs::new("ipv6_adds_exclusively_and_deletes_exactly") else { return };
     ns.scenario();
     let before = ns.ip.json("-6 route show table main");
     ns.with_kernel(|k, ip| async move {
@@ -355,7 +266,7 @@ fn ipv6_adds_exclusively_and_deletes_exactly() {
 
 #[test]
 fn missing_devices_and_unroutable_addresses() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = KernelNs::new("missing_devices_and_unroutable_addresses") else { return };
     ns.scenario();
     ns.ip.run("tuntap add dev vfk-gone mode tun");
     ns.ip.run("link set vfk-gone up");
@@ -382,7 +293,7 @@ fn missing_devices_and_unroutable_addresses() {
 /// recognisable: the child is this test binary, run by `ip netns exec` with `eperm_child` selected.
 #[test]
 fn unprivileged_changes_are_permission_errors() {
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = KernelNs::new("unprivileged_changes_are_permission_errors") else { return };
     ns.scenario();
     let exe = std::env::current_exe().expect("test binary path");
     let out = Command::new("ip")

@@ -5,6 +5,7 @@
 mod dockerd;
 pub mod e2e;
 pub mod fake_docker;
+pub mod kernel_ns;
 pub mod laptop;
 pub mod ovpn;
 
