@@ -46,8 +46,9 @@ pub enum DockerError {
     },
 }
 
-/// Every bridge network Docker (or Podman's Docker-compatible socket) knows, fully inspected,
-/// within one overall time limit. `host` is `DOCKER_HOST` or [`DEFAULT_HOST`].
+/// Every network Docker (or Podman's Docker-compatible socket) knows, with its running
+/// containers, as `docker network inspect` describes them, within one overall time limit.
+/// `host` is `DOCKER_HOST` or [`DEFAULT_HOST`].
 pub async fn inspect_all(host: &str, timeout_ms: u64) -> Result<Vec<NetworkInspect>, DockerError> {
     let limit = Duration::from_millis(timeout_ms);
     match tokio::time::timeout(limit, inspect_all_inner(host)).await {
@@ -61,9 +62,10 @@ async fn inspect_all_inner(host: &str) -> Result<Vec<NetworkInspect>, DockerErro
     // (a 500 ms limit would become 0 s and fail every request).
     let docker =
         Docker::connect_with_host(host).map_err(|source| DockerError::Connect { host: host.into(), source })?;
-    // No version negotiation: bollard 0.21 sends its paths without a `/vX.Y` prefix (its URL
-    // join drops it; tests/netns_docker.rs checks the request lines), so every engine, old or
-    // new, answers in its own API version. Asking `/version` first would cost a round trip, and
+    // No version negotiation: bollard 0.21.1 sends its paths without a `/vX.Y` prefix (its
+    // src/uri.rs builds `/v1.53{path}`, then `Url::join` with the absolute path drops it; the
+    // version is pinned in Cargo.toml and tests/netns_docker.rs checks the request lines), so
+    // every engine, old or new, answers in its own API version. Asking `/version` first would cost a round trip, and
     // on Docker 20.10 the slowest one (it asks containerd and runc for theirs: 5-6 ms).
     networks(&docker, host).await
 }
@@ -72,20 +74,29 @@ fn request<'a>(host: &'a str, what: &'static str) -> impl Fn(bollard::errors::Er
     move |source| DockerError::Request { host: host.into(), what, source }
 }
 
-/// Every bridge network with its containers, as `docker network inspect` describes them, in one
-/// round trip: the network list (which omits containers since API 1.28) and the running
-/// containers' network settings are asked together and joined by network id. Inspecting each
-/// network after the list would cost a second round trip (about 0.7 ms on Docker 20.10).
+/// Every network with its containers, as `docker network inspect` describes them, in one round
+/// trip: the network list (which omits containers since API 1.28) and the running containers'
+/// network settings are asked together and joined. Inspecting each network after the list
+/// would cost a second round trip (about 0.7 ms on Docker 20.10). All drivers are listed, as
+/// `docker network ls` does, so a snapshot's docker.json is what DESIGN.md defines;
+/// [`from_inspect`] keeps the bridges.
 async fn networks(docker: &Docker, host: &str) -> Result<Vec<NetworkInspect>, DockerError> {
-    let filters = HashMap::from([("driver".to_string(), vec!["bridge".to_string()])]);
     let (list, containers) = tokio::join!(
-        docker.list_networks(Some(ListNetworksOptions { filters: Some(filters) })),
+        docker.list_networks(None::<ListNetworksOptions>),
         docker.list_containers(Some(ListContainersOptions { all: false, ..Default::default() }))
     );
     let list = list.map_err(request(host, "the network list"))?;
-    let mut endpoints = endpoints(containers.map_err(request(host, "the container list"))?);
+    let containers = containers.map_err(request(host, "the container list"))?;
+    Ok(join(list, containers))
+}
+
+/// The networks with their running containers' endpoints, as a network inspection lists them.
+fn join(list: Vec<Network>, containers: Vec<ContainerSummary>) -> Vec<NetworkInspect> {
+    let mut endpoints = endpoints(containers);
+    let mut take = |key: &Option<String>| key.as_ref().and_then(|k| endpoints.remove(k));
     let inspect = |n: Network| NetworkInspect {
-        containers: Some(n.id.as_ref().and_then(|id| endpoints.remove(id)).unwrap_or_default()),
+        // Podman before 5.4 put the network's name where its id belongs (containers/podman#24910).
+        containers: Some(take(&n.id).or_else(|| take(&n.name)).unwrap_or_default()),
         name: n.name,
         id: n.id,
         created: n.created,
@@ -104,11 +115,12 @@ async fn networks(docker: &Docker, host: &str) -> Result<Vec<NetworkInspect>, Do
         peers: n.peers,
         ..Default::default()
     };
-    Ok(list.into_iter().map(inspect).collect())
+    list.into_iter().map(inspect).collect()
 }
 
-/// The endpoints of running containers by network id, keyed by container id, as a network
-/// inspection lists them (name without the leading `/`, addresses with their prefix length).
+/// The endpoints of running containers by network (its id, or its name where the engine gives
+/// no id), keyed by container id, as a network inspection lists them: the container's name
+/// without the leading `/`, addresses with their prefix length.
 fn endpoints(containers: Vec<ContainerSummary>) -> HashMap<String, HashMap<String, EndpointResource>> {
     let with_len = |ip: Option<String>, len: Option<i64>| {
         ip.filter(|a| !a.is_empty()).map(|a| format!("{a}/{}", len.unwrap_or(0)))
@@ -116,9 +128,9 @@ fn endpoints(containers: Vec<ContainerSummary>) -> HashMap<String, HashMap<Strin
     let mut out: HashMap<String, HashMap<String, EndpointResource>> = HashMap::new();
     for c in containers {
         let id = c.id.unwrap_or_default();
-        let name = c.names.and_then(|n| n.into_iter().next()).map(|n| n.trim_start_matches('/').to_string());
-        for ep in c.network_settings.and_then(|s| s.networks).into_iter().flat_map(HashMap::into_values) {
-            let Some(network) = ep.network_id.filter(|n| !n.is_empty()) else { continue };
+        let name = c.names.as_deref().and_then(own_name);
+        for (network, ep) in c.network_settings.and_then(|s| s.networks).into_iter().flatten() {
+            let key = ep.network_id.filter(|n| !n.is_empty()).unwrap_or(network);
             let resource = EndpointResource {
                 name: name.clone(),
                 endpoint_id: ep.endpoint_id,
@@ -126,10 +138,18 @@ fn endpoints(containers: Vec<ContainerSummary>) -> HashMap<String, HashMap<Strin
                 ipv4_address: with_len(ep.ip_address, ep.ip_prefix_len),
                 ipv6_address: with_len(ep.global_ipv6_address, ep.global_ipv6_prefix_len),
             };
-            out.entry(network).or_default().insert(id.clone(), resource);
+            out.entry(key).or_default().insert(id.clone(), resource);
         }
     }
     out
+}
+
+/// A container's own name among its `Names`: legacy `--link` adds aliases such as `/web/db`,
+/// which sort before it; the name is the one with no `/` after the leading one (as the docker
+/// CLI picks it).
+fn own_name(names: &[String]) -> Option<String> {
+    let trimmed = names.iter().map(|n| n.strip_prefix('/').unwrap_or(n));
+    trimmed.clone().find(|n| !n.contains('/')).or_else(|| trimmed.clone().next()).map(str::to_string)
 }
 
 /// The bridge option moby's bridge driver reads (`com.docker.network.bridge.name`).
@@ -193,4 +213,93 @@ pub fn from_inspect(n: &NetworkInspect, skipped: &mut Vec<Skipped>) -> Option<Do
         ipam,
         containers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn networks(json: &str) -> Vec<Network> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn containers(json: &str) -> Vec<ContainerSummary> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    /// `name: ipv4 ipv6` of each endpoint of a joined network, sorted.
+    fn endpoints_of(n: &NetworkInspect) -> Vec<String> {
+        let mut v: Vec<String> = n
+            .containers
+            .iter()
+            .flatten()
+            .map(|(id, e)| {
+                let v6 = e.ipv6_address.as_deref().unwrap_or("-");
+                format!("{id} {}: {} {v6}", e.name.as_deref().unwrap_or("?"), e.ipv4_address.as_deref().unwrap_or("-"))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    const TWO_NETWORKS: &str = r#"[
+        {"Name":"a_default","Id":"aaaa","Driver":"bridge"},
+        {"Name":"b_default","Id":"bbbb","Driver":"bridge"},
+        {"Name":"empty","Id":"eeee","Driver":"bridge"},
+        {"Name":"host","Id":"hhhh","Driver":"host"}
+    ]"#;
+
+    #[test]
+    fn containers_join_every_network_they_are_on_as_inspect_shows_them() {
+        let list = containers(
+            r#"[
+            {"Id":"c1","Names":["/web"],"NetworkSettings":{"Networks":{
+                "a_default":{"NetworkID":"aaaa","EndpointID":"e1","IPAddress":"172.20.0.2","IPPrefixLen":16,
+                             "GlobalIPv6Address":"fd42::2","GlobalIPv6PrefixLen":64,"MacAddress":"02:42:ac:14:00:02"},
+                "b_default":{"NetworkID":"bbbb","EndpointID":"e2","IPAddress":"172.21.0.2","IPPrefixLen":16,
+                             "GlobalIPv6Address":"","GlobalIPv6PrefixLen":0}}}},
+            {"Id":"c2","Names":["/web/db","/db"],"NetworkSettings":{"Networks":{
+                "a_default":{"NetworkID":"aaaa","IPAddress":"172.20.0.3","IPPrefixLen":16}}}},
+            {"Id":"c3","Names":["/hostnet"],"NetworkSettings":{"Networks":{
+                "host":{"NetworkID":"hhhh","IPAddress":""}}}}
+        ]"#,
+        );
+        let joined = join(networks(TWO_NETWORKS), list);
+        let by_name = |n: &str| joined.iter().find(|j| j.name.as_deref() == Some(n)).unwrap();
+        assert_eq!(
+            endpoints_of(by_name("a_default")),
+            ["c1 web: 172.20.0.2/16 fd42::2/64", "c2 db: 172.20.0.3/16 -"],
+            "a link alias (/web/db) is not the name; an empty IPv6 address is none"
+        );
+        assert_eq!(endpoints_of(by_name("b_default")), ["c1 web: 172.21.0.2/16 -"]);
+        assert_eq!(by_name("empty").containers.as_ref().map(HashMap::len), Some(0), "no containers: an empty map");
+        assert_eq!(endpoints_of(by_name("host")), ["c3 hostnet: - -"]);
+        assert_eq!(joined.len(), 4, "every driver is listed; from_inspect keeps the bridges");
+    }
+
+    /// Podman before 5.4 gives the network's name as `NetworkID` (containers/podman#24910), and
+    /// some engines none at all: the containers still join their network.
+    #[test]
+    fn a_network_named_where_its_id_belongs_still_gets_its_containers() {
+        let list = containers(
+            r#"[
+            {"Id":"p1","Names":["/api"],"NetworkSettings":{"Networks":{
+                "a_default":{"NetworkID":"a_default","IPAddress":"172.20.0.5","IPPrefixLen":16}}}},
+            {"Id":"p2","Names":["/worker"],"NetworkSettings":{"Networks":{
+                "b_default":{"NetworkID":"","IPAddress":"172.21.0.5","IPPrefixLen":16}}}}
+        ]"#,
+        );
+        let joined = join(networks(TWO_NETWORKS), list);
+        assert_eq!(endpoints_of(&joined[0]), ["p1 api: 172.20.0.5/16 -"]);
+        assert_eq!(endpoints_of(&joined[1]), ["p2 worker: 172.21.0.5/16 -"]);
+    }
+
+    #[test]
+    fn a_containers_own_name_is_the_one_without_a_link_path() {
+        let names = |v: &[&str]| own_name(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(names(&["/db"]), Some("db".into()));
+        assert_eq!(names(&["/a/db", "/b/db", "/db"]), Some("db".into()));
+        assert_eq!(names(&["/x/y"]), Some("x/y".into()), "no plain name: the first, as it is");
+        assert_eq!(names(&[]), None);
+    }
 }

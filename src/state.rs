@@ -50,6 +50,19 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// Whether reading records was refused for want of permission (a user reading root's).
+    pub fn is_read_denied(&self) -> bool {
+        matches!(self, StateError::Io { what: "inspect" | "list" | "read", source, .. }
+            if source.kind() == io::ErrorKind::PermissionDenied)
+    }
+
+    /// Whether a file operation was refused for want of permission.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, StateError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied)
+    }
+}
+
 /// What happened to a recorded route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +114,15 @@ impl State {
     }
 }
 
+/// Whose state directory is trusted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// Ours only: we write to it.
+    Us,
+    /// Ours or root's: we only read from it.
+    UsOrRoot,
+}
+
 /// The state directory, checked: owned by us, not group/other-writable, not a symlink.
 #[derive(Debug)]
 pub struct StateDir {
@@ -115,20 +137,20 @@ impl StateDir {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(source) => return Err(StateError::Io { what: "create", path: path.to_path_buf(), source }),
         }
-        Self::checked(path, false)
+        Self::checked(path, Owner::Us)
     }
 
     /// Opens the directory to read records only (`status`): `Ok(None)` when it does not exist,
     /// which means vpnfix has recorded nothing since boot. Nothing is created, and a directory
     /// of root's is trusted too (a user may read what root's hook wrote, where permitted).
     pub fn existing(path: &Path) -> Result<Option<StateDir>, StateError> {
-        match fs::symlink_metadata(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            _ => Self::checked(path, true).map(Some),
+        match Self::checked(path, Owner::UsOrRoot) {
+            Err(StateError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+            other => other.map(Some),
         }
     }
 
-    fn checked(path: &Path, root_ok: bool) -> Result<StateDir, StateError> {
+    fn checked(path: &Path, owner: Owner) -> Result<StateDir, StateError> {
         let meta = fs::symlink_metadata(path).map_err(|source| StateError::Io {
             what: "inspect",
             path: path.to_path_buf(),
@@ -141,7 +163,7 @@ impl StateDir {
         if !meta.is_dir() {
             return unsafe_dir("it is not a directory");
         }
-        if meta.uid() != nix::unistd::geteuid().as_raw() && !(root_ok && meta.uid() == 0) {
+        if meta.uid() != nix::unistd::geteuid().as_raw() && !(owner == Owner::UsOrRoot && meta.uid() == 0) {
             return unsafe_dir(&format!("owned by uid {}, not by us", meta.uid()));
         }
         if meta.permissions().mode() & 0o022 != 0 {

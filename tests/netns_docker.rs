@@ -318,8 +318,8 @@ fn a_docker_engine_of_another_api_version_is_understood_in_two_requests() {
         [
             "GET /containers/json?all=false&size=false HTTP/1.1",
             "GET /containers/json?all=false&size=false HTTP/1.1",
-            "GET /networks?filters=%7B%22driver%22%3A%5B%22bridge%22%5D%7D HTTP/1.1",
-            "GET /networks?filters=%7B%22driver%22%3A%5B%22bridge%22%5D%7D HTTP/1.1",
+            "GET /networks HTTP/1.1",
+            "GET /networks HTTP/1.1",
         ],
         "two runs, each one network list and one container list, no version request"
     );

@@ -41,7 +41,7 @@ fn bundle_routes(ip: &Ip) -> Vec<Route> {
     for (args, v6) in [("route show table main", false), ("-6 route show table main", true)] {
         let raws: Vec<vpnfix::bundle::RawRoute> =
             serde_json::from_value(ip.json(args)).expect("ip -j route JSON reads as RawRoute");
-        out.extend(raws.iter().filter_map(|r| vpnfix::bundle::route(r, v6).expect("ip's routes parse")));
+        out.extend(raws.iter().map(|r| vpnfix::bundle::route(r, v6).expect("ip's routes parse")));
     }
     out
 }

@@ -126,10 +126,7 @@ where
     for (file, command, v6) in
         [("route.json", "ip -j route show table main", false), ("route6.json", "ip -j -6 route show table main", true)]
     {
-        if let Some(text) = load(file)? {
-            let json_error = |source| BundleError::Json { path: dir.join(file), command, source };
-            routes_from(&text, file, v6, &mut b).map_err(json_error)?;
-        }
+        read_json(dir, &mut load, file, command, |text| routes_from(text, file, v6, &mut b))?;
     }
     let links: Vec<RawLink> = json(dir, &mut load, "link.json", "ip -j -d link show")?.unwrap_or_default();
     b.links = links.iter().map(link).collect();
@@ -156,19 +153,31 @@ where
     T: serde::de::DeserializeOwned,
     F: FnMut(&'static str) -> Result<Option<Vec<u8>>, BundleError>,
 {
+    read_json(dir, load, name, command, |text| serde_json::from_slice(text))
+}
+
+/// Loads file `name` and parses it with `parse`; `None` when the file is absent, an error
+/// naming the file and the command whose output it should be when it is not that JSON.
+fn read_json<T, F, P>(
+    dir: &Path,
+    load: &mut F,
+    name: &'static str,
+    command: &'static str,
+    parse: P,
+) -> Result<Option<T>, BundleError>
+where
+    F: FnMut(&'static str) -> Result<Option<Vec<u8>>, BundleError>,
+    P: FnOnce(&[u8]) -> Result<T, serde_json::Error>,
+{
     let Some(text) = load(name)? else {
         return Ok(None);
     };
-    serde_json::from_slice(&text).map(Some).map_err(|source| BundleError::Json {
-        path: dir.join(name),
-        command,
-        source,
-    })
+    parse(&text).map(Some).map_err(|source| BundleError::Json { path: dir.join(name), command, source })
 }
 
 /// The routes of a `route.json` or `route6.json` text into `b`, each converted as soon as it is
-/// parsed: a 100,000-route table (12 MiB of `ip -j` text) never exists as raw JSON values, which
-/// take three times the memory of the routes themselves.
+/// parsed: a 100,000-route table (12 MiB of `ip -j` text) never exists as a `Vec<RawRoute>` (a
+/// string per field) beside the routes made from it.
 fn routes_from(text: &[u8], file: &'static str, v6: bool, b: &mut Bundle) -> Result<(), serde_json::Error> {
     struct Each<'b> {
         file: &'static str,
@@ -185,8 +194,7 @@ fn routes_from(text: &[u8], file: &'static str, v6: bool, b: &mut Bundle) -> Res
             while let Some(raw) = seq.next_element::<RawRoute>()? {
                 i += 1;
                 match route(&raw, self.v6) {
-                    Ok(Some(r)) => self.b.routes.push(r),
-                    Ok(None) => {}
+                    Ok(r) => self.b.routes.push(r),
                     Err(why) => {
                         let subject = format!("{} entry {i}", self.file);
                         self.b.skipped.push(Skipped::new(subject, format!("{why}; entry skipped")))
@@ -201,8 +209,8 @@ fn routes_from(text: &[u8], file: &'static str, v6: bool, b: &mut Bundle) -> Res
     de.end()
 }
 
-/// A route from its JSON form; `Ok(None)` for entries of other tables.
-pub fn route(raw: &RawRoute, v6: bool) -> Result<Option<Route>, String> {
+/// A route from its JSON form (the files hold table main only: `ip -j route show table main`).
+pub fn route(raw: &RawRoute, v6: bool) -> Result<Route, String> {
     let dst = parse_dst(&raw.dst, v6).ok_or_else(|| format!("dst {:?} is not a prefix", raw.dst))?;
     let ip = |s: &Option<String>| -> Result<Option<IpAddr>, String> {
         s.as_deref().map(|g| g.parse().map_err(|_| format!("gateway {g:?} is not an address"))).transpose()
@@ -223,7 +231,7 @@ pub fn route(raw: &RawRoute, v6: bool) -> Result<Option<Route>, String> {
         None | Some("unicast") => RouteKind::Unicast,
         Some(_) => RouteKind::Reject,
     };
-    Ok(Some(Route {
+    Ok(Route {
         dst,
         dev: if kind == RouteKind::Reject { None } else { dev },
         gateway,
@@ -231,7 +239,7 @@ pub fn route(raw: &RawRoute, v6: bool) -> Result<Option<Route>, String> {
         protocol,
         scope: scope(raw.scope.as_deref()).ok_or_else(|| format!("scope {:?} is unknown", raw.scope))?,
         kind,
-    }))
+    })
 }
 
 fn parse_dst(dst: &str, v6: bool) -> Option<IpNet> {

@@ -8,23 +8,19 @@ fn raw(json: &str) -> RawRoute {
 
 #[test]
 fn routes_as_iproute2_prints_them() {
-    let r =
-        route(&raw(r#"{"dst":"172.20.0.0/16","gateway":"10.8.0.1","dev":"tun0","flags":[]}"#), false).unwrap().unwrap();
+    let r = route(&raw(r#"{"dst":"172.20.0.0/16","gateway":"10.8.0.1","dev":"tun0","flags":[]}"#), false).unwrap();
     assert_eq!(r.to_string(), "172.20.0.0/16 via 10.8.0.1 dev tun0 proto boot metric 0");
-    let r = route(&raw(r#"{"dst":"172.20.0.0/16","dev":"br-x","protocol":"kernel","scope":"link","prefsrc":"172.20.0.1","flags":[]}"#), false).unwrap().unwrap();
+    let r = route(&raw(r#"{"dst":"172.20.0.0/16","dev":"br-x","protocol":"kernel","scope":"link","prefsrc":"172.20.0.1","flags":[]}"#), false).unwrap();
     assert!(r.is_on_link());
     let r = route(&raw(r#"{"dst":"10.0.1.66","dev":"tun0","protocol":"kernel","scope":"link","flags":[]}"#), false)
-        .unwrap()
         .unwrap();
     assert_eq!(r.dst.to_string(), "10.0.1.66/32");
-    let r = route(&raw(r#"{"dst":"default","gateway":"fe80::1","dev":"eth0","metric":1024,"flags":[]}"#), true)
-        .unwrap()
-        .unwrap();
-    assert_eq!(r.dst.to_string(), "::/0");
     let r =
-        route(&raw(r#"{"type":"unreachable","dst":"10.0.0.0/8","protocol":"86","flags":[]}"#), false).unwrap().unwrap();
+        route(&raw(r#"{"dst":"default","gateway":"fe80::1","dev":"eth0","metric":1024,"flags":[]}"#), true).unwrap();
+    assert_eq!(r.dst.to_string(), "::/0");
+    let r = route(&raw(r#"{"type":"unreachable","dst":"10.0.0.0/8","protocol":"86","flags":[]}"#), false).unwrap();
     assert_eq!((r.kind, r.dev, r.protocol), (RouteKind::Reject, None, Proto(86)));
-    let r = route(&raw(r#"{"dst":"10.9.0.0/16","nexthops":[{"gateway":"10.0.0.1","dev":"eth0"},{"gateway":"10.1.0.1","dev":"eth1"}],"flags":[]}"#), false).unwrap().unwrap();
+    let r = route(&raw(r#"{"dst":"10.9.0.0/16","nexthops":[{"gateway":"10.0.0.1","dev":"eth0"},{"gateway":"10.1.0.1","dev":"eth1"}],"flags":[]}"#), false).unwrap();
     assert_eq!(r.dev, None, "multipath over two devices has no single device");
 }
 
@@ -116,4 +112,25 @@ fn a_missing_directory_is_an_empty_bundle_and_bad_json_names_the_file() {
     let err = read(&dir).unwrap_err().to_string();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(err.ends_with("route.json is not the JSON that `ip -j route show table main` prints"), "{err}");
+}
+
+/// Routes stream out of route.json and route6.json as they parse: a bad entry is one skip line
+/// naming the file and its place, the others are kept in order, and a text
+/// that is not a JSON list is refused with the file named.
+#[test]
+fn route_files_are_read_entry_by_entry() {
+    let v4 = br#"[{"dst":"172.20.0.0/16","dev":"br-x","protocol":"kernel","scope":"link","flags":[]},
+        {"dst":"172.20.0.1/16","dev":"br-y","flags":[]},
+        {"dst":"default","gateway":"192.0.2.1","dev":"eth0","flags":[]}]"#;
+    let v6 = br#"[{"dst":"fd42::/64","dev":"br-x","metric":256,"flags":[]}]"#;
+    let b = from_texts(&[("route.json", v4), ("route6.json", v6)]).unwrap();
+    let routes: Vec<String> = b.routes.iter().map(|r| r.dst.to_string()).collect();
+    assert_eq!(routes, ["172.20.0.0/16", "0.0.0.0/0", "fd42::/64"]);
+    let skipped: Vec<String> = b.skipped.iter().map(ToString::to_string).collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].starts_with("route.json entry 2: dst \"172.20.0.1/16\" is not a prefix"), "{skipped:?}");
+    for bad in [&b"{}"[..], b"[1, 2]", b"[] []"] {
+        let err = from_texts(&[("route6.json", bad)]).unwrap_err().to_string();
+        assert!(err.ends_with("route6.json is not the JSON that `ip -j -6 route show table main` prints"), "{err}");
+    }
 }

@@ -65,20 +65,23 @@ pub fn plan(facts: &Facts, config: &Config) -> Plan {
     let (bridges, physical) = local::on_link_routes(facts, &table);
     report_physical(&pushes, &physical, &mut skipped);
     let local_nets: Vec<LocalNetwork> = bridges.iter().map(|r| local::describe(facts, r)).collect();
-    let ranges = contested_ranges(&pushes, &local_nets);
-    let roots = roots(&ranges);
+    let mut locals = LpmTable::default();
+    for (i, l) in local_nets.iter().enumerate() {
+        locals.insert(Prefix::from(l.dst), i);
+    }
+    let contest = Contest::new(&pushes, &locals);
     // Only routes that overlap a contested range can decide anything in it: its addresses'
     // current route, a finer prefix inside it, or a route a planned block must out-specify.
-    let table: Vec<&Route> = table.into_iter().filter(|r| overlaps_any(&roots, Prefix::from(r.dst))).collect();
-    let index = Index::new(config, &facts.tunnel.dev, &table, &pushes, local_nets);
+    let table: Vec<&Route> = table.into_iter().filter(|r| contest.overlaps(Prefix::from(r.dst))).collect();
+    let index = Index::new(config, &facts.tunnel.dev, &table, &pushes, local_nets, locals);
     let mut blocks = Vec::new();
-    for (i, range) in roots.into_iter().enumerate() {
+    for (i, &range) in contest.roots.iter().enumerate() {
         if let Outcome::Want(t) = index.solve(range, &mut blocks, i) {
             blocks.push((range, t, i));
         }
     }
     let blocks = index.split(blocks, &mut skipped);
-    report::assemble(facts, config, &index, &pushes, ranges, blocks, skipped)
+    report::assemble(facts, config, &index, &pushes, contest, blocks, skipped)
 }
 
 /// Pushes the planner may contest with: long enough, not a default route in disguise.
@@ -115,44 +118,42 @@ fn report_physical(pushes: &[&Push], physical: &[&Route], skipped: &mut Vec<Skip
     }
 }
 
-/// Every (push, local network) overlap: the contested range and the indexes of both.
-fn contested_ranges(pushes: &[&Push], locals: &[LocalNetwork]) -> Vec<(Prefix, usize, usize)> {
-    // Locals by prefix (for those containing a push) and in address order (for those inside one).
-    let mut by_prefix: LpmTable<usize> = LpmTable::default();
-    let mut sorted: Vec<(Prefix, usize)> = Vec::with_capacity(locals.len());
-    for (li, l) in locals.iter().enumerate() {
-        by_prefix.insert(Prefix::from(l.dst), li);
-        sorted.push((Prefix::from(l.dst), li));
-    }
-    sorted.sort_unstable();
-    let mut out = Vec::new();
-    for (pi, p) in pushes.iter().enumerate() {
-        let pp = Prefix::from(p.dst);
-        for (l, lis) in by_prefix.matches(pp.v6, pp.addr).filter(|(l, _)| l.len <= pp.len) {
-            out.extend(lis.iter().map(|&li| (pp.intersect(l).expect("l contains pp"), pi, li)));
+/// What the pushes contest: every (push, local network) overlap as the contested range and the
+/// indexes of both, sorted, and the roots of the search.
+pub(super) struct Contest {
+    /// (range, push index, local index).
+    pub ranges: Vec<(Prefix, usize, usize)>,
+    /// The union of the ranges as the fewest CIDR blocks, sorted (so that two sibling ranges
+    /// wanting the same device can become one route); disjoint.
+    pub roots: Vec<Prefix>,
+}
+
+impl Contest {
+    /// The overlaps of `pushes` with the local networks indexed in `locals`.
+    fn new(pushes: &[&Push], locals: &LpmTable<usize>) -> Contest {
+        let starts = Bounds::new(locals.prefixes().collect());
+        let mut ranges = Vec::new();
+        for (pi, p) in pushes.iter().enumerate() {
+            let pp = Prefix::from(p.dst);
+            // A local network containing the push contests all of it; one inside it, itself.
+            let containing = locals.matches(pp.v6, pp.addr).filter(|(l, _)| l.len <= pp.len);
+            ranges.extend(containing.flat_map(|(_, lis)| lis.iter().map(move |&li| (pp, pi, li))));
+            let inside = starts.starting_in(pp).filter(|l| l.len > pp.len);
+            ranges.extend(inside.flat_map(|l| locals.get(l).iter().map(move |&li| (l, pi, li))));
         }
-        let from = sorted.partition_point(|(l, _)| (l.v6, l.addr) < (pp.v6, pp.addr));
-        let inside = sorted[from..].iter().take_while(|(l, _)| l.v6 == pp.v6 && l.addr <= pp.last());
-        out.extend(inside.filter(|(l, _)| l.len > pp.len).map(|&(l, li)| (l, pi, li)));
+        ranges.sort_unstable();
+        let nets: Vec<ipnet::IpNet> = ranges.iter().map(|(c, _, _)| c.to_net()).collect();
+        let roots = crate::cidr::aggregate(&nets).into_iter().map(Prefix::from).collect();
+        Contest { ranges, roots }
     }
-    out.sort_unstable();
-    out
-}
 
-/// Whether a prefix overlaps any of `roots` (sorted, disjoint).
-fn overlaps_any(roots: &[Prefix], p: Prefix) -> bool {
-    // The last root starting at or before p may contain it; the first starting after may lie inside it.
-    let after = roots.partition_point(|r| (r.v6, r.addr) <= (p.v6, p.addr));
-    (after > 0 && roots[after - 1].contains(p))
-        || roots.get(after).is_some_and(|r| p.contains(*r))
-        || (after > 0 && p.contains(roots[after - 1]))
-}
-
-/// The roots of the search: the union of the contested ranges as the fewest CIDR blocks (so
-/// that two sibling ranges wanting the same device can become one route).
-fn roots(ranges: &[(Prefix, usize, usize)]) -> Vec<Prefix> {
-    let nets: Vec<ipnet::IpNet> = ranges.iter().map(|(c, _, _)| c.to_net()).collect();
-    crate::cidr::aggregate(&nets).into_iter().map(Prefix::from).collect()
+    /// Whether a prefix overlaps a root.
+    fn overlaps(&self, p: Prefix) -> bool {
+        // The roots are sorted and disjoint: the last one starting at or before `p` may overlap
+        // it, and if any starting after `p` lies inside it, so does the first of those.
+        let after = self.roots.partition_point(|r| (r.v6, r.addr) <= (p.v6, p.addr));
+        (after > 0 && self.roots[after - 1].overlaps(p)) || self.roots.get(after).is_some_and(|r| p.contains(*r))
+    }
 }
 
 impl<'a> Index<'a> {
@@ -162,13 +163,14 @@ impl<'a> Index<'a> {
         table: &[&'a Route],
         pushes: &[&Push],
         local_nets: Vec<LocalNetwork>,
+        locals: LpmTable<usize>,
     ) -> Self {
         let mut ix = Index {
             config,
             tunnel,
             routes: LpmTable::default(),
             pushes: LpmTable::default(),
-            locals: LpmTable::default(),
+            locals,
             keep: LpmTable::default(),
             local_nets: Vec::new(),
             bounds: Bounds::default(),
@@ -184,7 +186,6 @@ impl<'a> Index<'a> {
             bounds.push(Prefix::from(p.dst));
         }
         for (i, l) in local_nets.iter().enumerate() {
-            ix.locals.insert(Prefix::from(l.dst), i);
             for (block, li, kind) in local::keep_blocks(l, i, config) {
                 ix.keep.insert(block, (li, kind));
                 bounds.push(block);

@@ -2,8 +2,8 @@
 //! per-tunnel cap, conflicts and notes. Pure.
 
 use super::local::LocalNetwork;
-use super::{Index, Target};
-use crate::cidr::{aggregate, Prefix};
+use super::{Contest, Index, Target};
+use crate::cidr::{aggregate, Bounds, Prefix};
 use crate::config::{Config, Policy};
 use crate::net::{Facts, Push, Skipped};
 use ipnet::IpNet;
@@ -98,11 +98,11 @@ pub(super) fn assemble(
     config: &Config,
     ix: &Index,
     pushes: &[&Push],
-    ranges: Vec<(Prefix, usize, usize)>,
+    contest: Contest,
     blocks: Vec<(Prefix, Target, usize)>,
     mut skipped: Vec<Skipped>,
 ) -> Plan {
-    let roots = super::roots(&ranges);
+    let Contest { ranges, roots } = contest;
     let mut per_root: Vec<Vec<(Prefix, Target)>> = vec![Vec::new(); roots.len()];
     for (b, t, root) in blocks {
         per_root[root].push((b, t));
@@ -178,13 +178,8 @@ fn conflicts(
     ranges: &[(Prefix, usize, usize)],
     add: &[PlannedRoute],
 ) -> Vec<Conflict> {
-    // `add` is sorted by destination, so the routes inside a range are one window of it.
-    let starts: Vec<Prefix> = add.iter().map(|r| Prefix::from(r.dst)).collect();
-    let inside = |c: Prefix| {
-        let lo = starts.partition_point(|p| (p.v6, p.addr) < (c.v6, c.addr));
-        let hi = starts.partition_point(|p| (p.v6, p.addr) <= (c.v6, c.last()));
-        starts[lo..hi].iter().filter(|p| c.contains(**p)).count()
-    };
+    let starts = Bounds::new(add.iter().map(|r| Prefix::from(r.dst)).collect());
+    let inside = |c: Prefix| starts.starting_in(c).filter(|p| c.contains(*p)).count();
     let mut known: std::collections::HashMap<(Prefix, usize, bool), Vec<IpNet>> = std::collections::HashMap::new();
     ranges
         .iter()

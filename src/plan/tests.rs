@@ -295,3 +295,42 @@ fn a_hundred_thousand_hostile_pushes_are_capped_and_never_take_a_used_address() 
         assert!(!p.add.iter().any(|r| r.dst.contains(&a) && r.dev == "tun0"), "{used} never routed into the tunnel");
     }
 }
+
+/// The contested ranges and roots, against the plain reading: every (push, local network) pair
+/// that intersects, and a table route kept exactly when it overlaps some contested range. Both
+/// families in one world, two networks on one prefix, pushes containing networks and inside them.
+#[test]
+fn contest_pairs_every_overlap_and_keeps_exactly_the_overlapping_routes() {
+    let nets = ["172.20.0.0/16", "172.20.0.0/16", "10.1.2.0/24", "10.9.0.0/16", "fd42:20::/64", "192.168.5.0/24"];
+    let pushes: Vec<Push> =
+        ["172.20.2.0/24", "10.0.0.0/8", "10.9.128.0/17", "fd42::/16", "172.21.0.0/16", "0.0.0.0/1", "fd42:20::/80"]
+            .into_iter()
+            .map(push)
+            .collect();
+    let pushes: Vec<&Push> = pushes.iter().collect();
+    let mut locals = LpmTable::default();
+    for (i, n) in nets.iter().enumerate() {
+        locals.insert(Prefix::from(net(n)), i);
+    }
+    let contest = Contest::new(&pushes, &locals);
+    let mut plain = Vec::new();
+    for (pi, p) in pushes.iter().enumerate() {
+        for (li, l) in nets.iter().enumerate() {
+            if let Some(c) = Prefix::from(p.dst).intersect(Prefix::from(net(l))) {
+                plain.push((c, pi, li));
+            }
+        }
+    }
+    plain.sort();
+    assert_eq!(contest.ranges, plain);
+    assert!(contest.ranges.len() >= 9, "the world has overlaps of every kind: {:?}", contest.ranges);
+    for r in ["172.0.0.0/8", "172.20.2.128/25", "172.20.3.0/24", "172.21.0.0/16", "10.1.0.0/16", "10.1.2.7/32"]
+        .into_iter()
+        .chain(["10.9.0.0/17", "10.9.200.0/24", "0.0.0.0/0", "fd42:20::/48", "fd42:20::5/128", "fd42:21::/64"])
+        .chain(["fd42:20:0:0:1::/80", "192.168.5.0/24", "::/0", "11.0.0.0/8"])
+    {
+        let p = Prefix::from(net(r));
+        let plain = contest.ranges.iter().any(|(c, _, _)| c.overlaps(p));
+        assert_eq!(contest.overlaps(p), plain, "{r}");
+    }
+}

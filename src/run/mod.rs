@@ -63,16 +63,14 @@ impl Error {
     /// What to do about it, when the error says: changing routes and `/run/vpnfix` need root.
     pub fn hint(&self) -> Option<&'static str> {
         let kernel = |e: &KernelError| e.is_permission();
-        let denied = |e: &StateError| matches!(e, StateError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied);
-        let reading = |e: &StateError| matches!(e, StateError::Io { what: "list" | "read" | "inspect", .. });
         match self {
-            Error::State(e) if denied(e) && reading(e) => Some("vpnfix's records are root's: run as root (sudo)"),
+            Error::State(e) if e.is_read_denied() => Some("vpnfix's records are root's: run as root (sudo)"),
             Error::Kernel(e) | Error::Apply(ApplyError::Kernel(e) | ApplyError::Stopped { source: e, .. })
                 if kernel(e) =>
             {
                 Some(CHANGING)
             }
-            Error::State(e) | Error::Apply(ApplyError::State(e)) if denied(e) => Some(CHANGING),
+            Error::State(e) | Error::Apply(ApplyError::State(e)) if e.is_denied() => Some(CHANGING),
             _ => None,
         }
     }
