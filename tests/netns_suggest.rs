@@ -86,16 +86,7 @@ impl World {
         let b = vpnfix::bundle::read(&dir).unwrap();
         let input = vpnfix::hook::openvpn::parse(b.env.clone(), &[], None).unwrap();
         let (config, _) = Config::from_layers([b.env.as_slice()]);
-        let facts = Facts {
-            tunnel: input.tunnel,
-            pushes: input.pushes,
-            routes: b.routes,
-            links: b.links,
-            addrs: b.addrs,
-            neighbours: b.neighbours,
-            docker: b.docker,
-            skipped: b.skipped,
-        };
+        let facts = b.into_facts(input, Vec::new());
         let plan = vpnfix::plan::plan(&facts, &config);
         (facts, plan)
     }

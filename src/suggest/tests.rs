@@ -153,16 +153,7 @@ fn bundle_facts(name: &str) -> Facts {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bundles").join(name);
     let b = crate::bundle::read(&dir).unwrap();
     let input = crate::hook::openvpn::parse(b.env.clone(), &[], None).unwrap();
-    Facts {
-        tunnel: input.tunnel,
-        pushes: input.pushes,
-        routes: b.routes,
-        links: b.links,
-        addrs: b.addrs,
-        neighbours: b.neighbours,
-        docker: b.docker,
-        skipped: vec![],
-    }
+    b.into_facts(input, Vec::new())
 }
 
 #[test]
