@@ -1,7 +1,9 @@
 //! Configuration: built-in defaults, overridden by `/etc/vpnfix.conf`, overridden by `VPNFIX_*`
 //! variables (OpenVPN's `setenv` passes them to the hook), overridden by command-line flags.
 //!
-//! Every layer is a list of `KEY=value` pairs read with envy. A bad value never stops the hook:
+//! Every layer is a list of `KEY=value` pairs read with envy; `DOCKER_HOST` is read too, so the
+//! file can name the engine for NetworkManager users, whose dispatcher passes no environment.
+//! A bad value never stops the hook:
 //! it is reported in one line naming the variable, and the layer below it (or the default) wins.
 
 use crate::net::{Skipped, DEFAULT_PROTO};
@@ -101,6 +103,10 @@ pub struct Config {
     pub log: LogLevel,
     /// Plan and report, change nothing.
     pub dry_run: bool,
+    /// `DOCKER_HOST` as Docker defines it, from the environment or the configuration file: the
+    /// one engine to ask. Unset: every usual engine socket that exists ([`crate::docker`]).
+    #[serde(skip)]
+    pub docker_host: Option<String>,
 }
 
 impl Default for Config {
@@ -120,6 +126,7 @@ impl Default for Config {
             strict: false,
             log: LogLevel::Info,
             dry_run: false,
+            docker_host: None,
         }
     }
 }
@@ -133,8 +140,12 @@ impl Config {
     {
         let mut merged: Vec<(String, String)> = Vec::new();
         let mut skipped = Vec::new();
+        let mut docker_host = None;
         for layer in layers {
             for (k, v) in layer {
+                if k == "DOCKER_HOST" && !v.is_empty() {
+                    docker_host = Some(v.clone());
+                }
                 let Some(key) = k.strip_prefix("VPNFIX_") else {
                     continue;
                 };
@@ -148,8 +159,8 @@ impl Config {
                 }
             }
         }
-        let config = envy::prefixed("VPNFIX_").from_iter(merged).expect("every value was checked on its own");
-        (config, skipped)
+        let config: Config = envy::prefixed("VPNFIX_").from_iter(merged).expect("every value was checked on its own");
+        (Config { docker_host, ..config }, skipped)
     }
 
     /// The keep prefix of a family.
@@ -305,6 +316,19 @@ mod tests {
         assert!(lines[3].contains("comma-separated prefixes"));
         assert!(lines[4].starts_with("VPNFIX_TYPO: not a vpnfix setting"));
         assert!(lines.iter().all(|l| l.ends_with("ignored")));
+    }
+
+    #[test]
+    fn docker_host_comes_from_the_file_unless_the_environment_sets_it() {
+        let file = layer(&[("DOCKER_HOST", "unix:///run/podman/podman.sock")]);
+        let (c, skipped) = Config::from_layers([file.as_slice()]);
+        assert!(skipped.is_empty());
+        assert_eq!(c.docker_host.as_deref(), Some("unix:///run/podman/podman.sock"));
+        let env = layer(&[("DOCKER_HOST", "unix:///x.sock")]);
+        let (c, _) = Config::from_layers([file.as_slice(), env.as_slice()]);
+        assert_eq!(c.docker_host.as_deref(), Some("unix:///x.sock"));
+        let (c, _) = Config::from_layers([file.as_slice(), layer(&[("DOCKER_HOST", "")]).as_slice()]);
+        assert_eq!(c.docker_host.as_deref(), Some("unix:///run/podman/podman.sock"), "an empty one is unset");
     }
 
     #[test]

@@ -1,23 +1,39 @@
-//! Docker adapter: translates Docker's network descriptions (`docker network inspect`, or the
-//! Engine API through bollard) into [`DockerNetwork`]s. It translates; it decides nothing.
+//! Container engine adapter: finds the engines (Docker, Podman), asks each for its networks
+//! (the Docker Engine API through bollard, which Podman serves too; Podman's own API for what
+//! that leaves out) and translates their descriptions (`docker network inspect`) into
+//! [`DockerNetwork`]s. It translates; it decides nothing (which bridge a network is on is
+//! [`crate::bridges`]'s decision).
 
-use crate::net::{Container, DockerNetwork, IpamPool, Skipped};
+use crate::net::{Container, DockerNetwork, Engine, IpamPool, Skipped};
 use bollard::models::{ContainerSummary, EndpointResource, Network, NetworkInspect};
 use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions};
 use bollard::Docker;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
-/// Docker's socket when `DOCKER_HOST` is not set.
-pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+mod libpod;
 
-/// Why Docker could not be asked.
+/// Where engines listen when `DOCKER_HOST` names none: Docker's socket and rootful Podman's
+/// (`podman.socket`). Each one that exists is asked; several engines may answer on one host.
+pub const USUAL_SOCKETS: [&str; 2] = ["/var/run/docker.sock", "/run/podman/podman.sock"];
+
+/// The engines to ask: `DOCKER_HOST` (from the environment, else `/etc/vpnfix.conf`) alone when
+/// it is set, else every usual socket that `exists`.
+pub fn engine_hosts(docker_host: Option<&str>, exists: impl Fn(&Path) -> bool) -> Vec<String> {
+    match docker_host.filter(|h| !h.is_empty()) {
+        Some(h) => vec![h.to_string()],
+        None => USUAL_SOCKETS.iter().filter(|s| exists(Path::new(s))).map(|s| format!("unix://{s}")).collect(),
+    }
+}
+
+/// Why an engine could not be asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
     /// The address in `DOCKER_HOST` is not one bollard can use.
-    #[error("cannot use Docker at {host}")]
+    #[error("cannot use the container engine at {host}")]
     Connect {
         /// The address.
         host: String,
@@ -26,7 +42,7 @@ pub enum DockerError {
         source: bollard::errors::Error,
     },
     /// A request failed (no socket, refused, garbage).
-    #[error("Docker at {host} did not answer {what}")]
+    #[error("the container engine at {host} did not answer {what}")]
     Request {
         /// The address.
         host: String,
@@ -36,8 +52,8 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
-    /// Docker took longer than the configured time in all.
-    #[error("Docker at {host} did not answer within {ms} ms (VPNFIX_DOCKER_TIMEOUT_MS)")]
+    /// The engine took longer than the configured time in all.
+    #[error("the container engine at {host} did not answer within {ms} ms (VPNFIX_DOCKER_TIMEOUT_MS)")]
     Timeout {
         /// The address.
         host: String,
@@ -46,18 +62,52 @@ pub enum DockerError {
     },
 }
 
-/// Every network Docker (or Podman's Docker-compatible socket) knows, with its running
-/// containers, as `docker network inspect` describes them, within one overall time limit.
-/// `host` is `DOCKER_HOST` or [`DEFAULT_HOST`].
-pub async fn inspect_all(host: &str, timeout_ms: u64) -> Result<Vec<NetworkInspect>, DockerError> {
-    let limit = Duration::from_millis(timeout_ms);
-    match tokio::time::timeout(limit, inspect_all_inner(host)).await {
-        Ok(r) => r,
-        Err(_) => Err(DockerError::Timeout { host: host.into(), ms: timeout_ms }),
-    }
+/// One engine's answer: which engine it is and its networks as `docker network inspect`
+/// describes them (Podman's with the bridge name its own API gives, see [`EngineNetwork`]).
+#[derive(Debug)]
+pub struct EngineAnswer {
+    /// The address asked.
+    pub host: String,
+    /// Docker or Podman.
+    pub engine: Engine,
+    /// Its networks.
+    pub networks: Vec<EngineNetwork>,
 }
 
-async fn inspect_all_inner(host: &str) -> Result<Vec<NetworkInspect>, DockerError> {
+/// A network as an engine describes it: `docker network inspect`'s object, with `"Engine":
+/// "podman"` beside its fields when Podman gave it (absent means Docker), as a bundle's
+/// docker.json holds it.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct EngineNetwork {
+    /// The engine.
+    #[serde(rename = "Engine", default, skip_serializing_if = "is_docker")]
+    pub engine: Engine,
+    /// The description.
+    #[serde(flatten)]
+    pub inspect: NetworkInspect,
+}
+
+fn is_docker(e: &Engine) -> bool {
+    *e == Engine::Docker
+}
+
+/// Every engine of `hosts`, asked at once, within one overall time limit: each engine's answer
+/// or why it gave none.
+pub async fn inspect_all(hosts: &[String], timeout_ms: u64) -> Vec<Result<EngineAnswer, DockerError>> {
+    let limit = Duration::from_millis(timeout_ms);
+    let one = |host: &'_ String| {
+        let host = host.clone();
+        async move {
+            match tokio::time::timeout(limit, inspect_one(&host)).await {
+                Ok(r) => r,
+                Err(_) => Err(DockerError::Timeout { host, ms: timeout_ms }),
+            }
+        }
+    };
+    futures::future::join_all(hosts.iter().map(one)).await
+}
+
+async fn inspect_one(host: &str) -> Result<EngineAnswer, DockerError> {
     // The one time limit is the caller's tokio timeout: bollard's own counts whole seconds
     // (a 500 ms limit would become 0 s and fail every request).
     let docker =
@@ -67,7 +117,16 @@ async fn inspect_all_inner(host: &str) -> Result<Vec<NetworkInspect>, DockerErro
     // version is pinned in Cargo.toml and tests/netns_docker.rs checks the request lines), so
     // every engine, old or new, answers in its own API version. Asking `/version` first would cost a round trip, and
     // on Docker 20.10 the slowest one (it asks containerd and runc for theirs: 5-6 ms).
-    networks(&docker, host).await
+    // Podman's own network list is asked alongside: it tells Podman from Docker (which has no
+    // such path) and names each network's bridge, which its compatible answer leaves out.
+    let (networks, libpod) = tokio::join!(networks(&docker, host), libpod::networks(host));
+    let mut networks = networks?;
+    let engine = if libpod.is_some() { Engine::Podman } else { Engine::Docker };
+    if let Some(list) = &libpod {
+        libpod::name_bridges(&mut networks, list);
+    }
+    let networks = networks.into_iter().map(|inspect| EngineNetwork { engine, inspect }).collect();
+    Ok(EngineAnswer { host: host.into(), engine, networks })
 }
 
 fn request<'a>(host: &'a str, what: &'static str) -> impl Fn(bollard::errors::Error) -> DockerError + 'a {
@@ -161,7 +220,8 @@ const COMPOSE_NETWORK: &str = "com.docker.compose.network";
 
 /// A bridge network from Docker's description; `None` for other drivers (host, null, overlay,
 /// macvlan …), which own no Linux bridge. Malformed addresses are reported and left out.
-pub fn from_inspect(n: &NetworkInspect, skipped: &mut Vec<Skipped>) -> Option<DockerNetwork> {
+pub fn from_inspect(en: &EngineNetwork, skipped: &mut Vec<Skipped>) -> Option<DockerNetwork> {
+    let n = &en.inspect;
     if n.driver.as_deref() != Some("bridge") {
         return None;
     }
@@ -175,7 +235,10 @@ pub fn from_inspect(n: &NetworkInspect, skipped: &mut Vec<Skipped>) -> Option<Do
         .cloned()
         .unwrap_or_else(|| format!("br-{}", id.get(..12).unwrap_or(&id)));
     let mut bad = |what: &str, v: &str| {
-        skipped.push(Skipped::new(format!("docker network {name}"), format!("{what} {v:?} is malformed; left out")));
+        skipped.push(Skipped::new(
+            format!("{} network {name}", en.engine),
+            format!("{what} {v:?} is malformed; left out"),
+        ));
     };
     let mut ipam = Vec::new();
     for c in n.ipam.as_ref().and_then(|i| i.config.as_ref()).into_iter().flatten() {
@@ -205,6 +268,7 @@ pub fn from_inspect(n: &NetworkInspect, skipped: &mut Vec<Skipped>) -> Option<Do
     }
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     Some(DockerNetwork {
+        engine: en.engine,
         compose_project: n.labels.as_ref().and_then(|l| l.get(COMPOSE_PROJECT)).cloned(),
         compose_network: n.labels.as_ref().and_then(|l| l.get(COMPOSE_NETWORK)).cloned(),
         name,

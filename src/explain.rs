@@ -105,10 +105,9 @@ pub fn explain(
 /// Who installed a route, as far as its protocol, device and metric tell.
 fn installer(r: &Route, facts: &Facts, config: &Config) -> String {
     let dev = r.dev.as_deref().unwrap_or_default();
-    let docker = facts.docker.iter().flatten().find(|n| n.bridge == dev);
-    match (r.protocol.0, docker) {
+    match (r.protocol.0, facts.network_on(dev)) {
         (p, _) if p == config.proto => "vpnfix".into(),
-        (2, Some(n)) => format!("Docker, network {}", n.name),
+        (2, Some(n)) => format!("{}, network {}", n.engine.title(), n.name),
         (2, None) => "kernel".into(),
         (3, _) if dev == facts.tunnel.dev => "OpenVPN".into(),
         (4, _) if dev == facts.tunnel.dev => "NetworkManager".into(),

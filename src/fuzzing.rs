@@ -133,7 +133,7 @@ fn read_twice(b: &Bundle, files: &[(&str, &[u8])]) {
 
 /// What `snapshot` would write of a bundle reads back to the same facts, with no new problem.
 fn through_writer(b: &Bundle, files: &[(&str, &[u8])]) {
-    let raw: Option<Vec<bollard::models::NetworkInspect>> =
+    let raw: Option<Vec<crate::docker::EngineNetwork>> =
         files.iter().find(|(n, _)| *n == "docker.json").map(|(_, d)| serde_json::from_slice(d).expect("read above"));
     let snap = bundle::Snapshot {
         routes: &b.routes,

@@ -12,6 +12,7 @@
 //! - [`run`] is the one place that ties them together.
 
 pub mod apply;
+pub mod bridges;
 pub mod bundle;
 pub mod cidr;
 pub mod cli;

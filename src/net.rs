@@ -133,12 +133,20 @@ pub struct Link {
     pub kind: Option<String>,
     /// For kind `tun`: whether it is a tap (layer 2) device.
     pub tap: bool,
+    /// Whether the device is administratively up (`IFF_UP`).
+    pub up: bool,
 }
 
 impl Link {
     /// Whether the device is a Linux bridge (docker0, br-*, virbr*, podman*, cni0 …).
     pub fn is_bridge(&self) -> bool {
         self.kind.as_deref() == Some("bridge")
+    }
+
+    /// Whether the device is a VPN tunnel: kind `tun` (OpenVPN, OpenConnect, wireguard-go; tap
+    /// devices are kind `tun` too) or `wireguard` (the kernel module).
+    pub fn is_vpn(&self) -> bool {
+        matches!(self.kind.as_deref(), Some("tun" | "wireguard"))
     }
 }
 
@@ -223,15 +231,49 @@ impl fmt::Display for Container {
     }
 }
 
+/// The container engine that describes a network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Docker (moby).
+    #[default]
+    Docker,
+    /// Podman, through its Docker-compatible API.
+    Podman,
+}
+
+impl Engine {
+    /// The engine's name as a person writes it (`Docker`); `Display` gives its command (`docker`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Engine::Docker => "Docker",
+            Engine::Podman => "Podman",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        })
+    }
+}
+
 /// A Docker (or Podman) bridge network as vpnfix needs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DockerNetwork {
+    /// The engine that describes it.
+    pub engine: Engine,
     /// The network's name (`milvus_default`).
     pub name: String,
     /// Its full id.
     pub id: String,
-    /// The Linux bridge it owns: the `com.docker.network.bridge.name` option, else `br-` and the
-    /// first 12 characters of the id (moby's bridge driver does exactly this).
+    /// The Linux bridge it owns. As the engine describes it, a hint only: the
+    /// `com.docker.network.bridge.name` option, Podman's `network_interface`, else `br-` and the
+    /// first 12 characters of the id (moby's bridge driver does exactly this). Once the facts
+    /// are made ([`Facts::new`]), the bridge the kernel shows for it ([`crate::bridges`]).
     pub bridge: String,
     /// The compose project (`com.docker.compose.project` label), if compose made it.
     pub compose_project: Option<String>,
@@ -245,7 +287,7 @@ pub struct DockerNetwork {
 
 impl fmt::Display for DockerNetwork {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "docker network {}", self.name)?;
+        write!(f, "{} network {}", self.engine, self.name)?;
         if let Some(p) = &self.compose_project {
             write!(f, " (compose project {p})")?;
         }
@@ -378,8 +420,11 @@ pub struct Facts {
     pub addrs: Vec<Addr>,
     /// The neighbour tables.
     pub neighbours: Vec<Neighbour>,
-    /// Docker's networks; `None` when Docker could not be asked.
+    /// The engines' bridge networks, each on the bridge the kernel shows for it; `None` when no
+    /// engine could be asked.
     pub docker: Option<Vec<DockerNetwork>>,
+    /// The engines whose networks were described (sorted), whether or not a bridge was found.
+    pub engines: Vec<Engine>,
     /// What was skipped while the facts were gathered (malformed variables and entries).
     pub skipped: Vec<Skipped>,
 }
@@ -401,6 +446,17 @@ impl Facts {
         if links.iter().any(|l| l.name == tunnel.dev && l.tap) {
             tunnel.kind = TunnelKind::Tap;
         }
-        Facts { tunnel, pushes, routes, links, addrs, neighbours, docker, skipped }
+        let mut skipped = skipped;
+        let kernel = crate::bridges::Kernel { links: &links, addrs: &addrs, routes: &routes };
+        let mut engines: Vec<Engine> = docker.iter().flatten().map(|n| n.engine).collect();
+        engines.sort();
+        engines.dedup();
+        let docker = docker.map(|ns| crate::bridges::resolve(ns, &kernel, &mut skipped));
+        Facts { tunnel, pushes, routes, links, addrs, neighbours, docker, engines, skipped }
+    }
+
+    /// The engine's network on bridge `dev`, if one is there (see [`crate::bridges`]).
+    pub fn network_on(&self, dev: &str) -> Option<&DockerNetwork> {
+        self.docker.iter().flatten().find(|n| n.bridge == dev)
     }
 }

@@ -222,7 +222,7 @@ fn collect(facts: &Facts, plan: &Plan) -> Vec<NetworkFix> {
 }
 
 fn new_fix(facts: &Facts, l: &LocalNetwork, push: IpNet) -> NetworkFix {
-    let docker = docker_network(facts, &l.dev);
+    let docker = facts.network_on(&l.dev);
     let owner = match docker {
         None => Owner::Bridge,
         Some(n) if n.name == "bridge" => Owner::DefaultBridge,
@@ -241,11 +241,6 @@ fn new_fix(facts: &Facts, l: &LocalNetwork, push: IpNet) -> NetworkFix {
         collides_with: vec![push],
         containers: docker.map(|n| n.containers.iter().map(|c| c.name.clone()).collect()).unwrap_or_default(),
     }
-}
-
-/// The Docker network that owns a bridge.
-fn docker_network<'a>(facts: &'a Facts, bridge: &str) -> Option<&'a DockerNetwork> {
-    facts.docker.iter().flatten().find(|n| n.bridge == bridge)
 }
 
 /// A compose network's key in its compose file: the `com.docker.compose.network` label, or,
@@ -296,7 +291,8 @@ fn propose(fix: &mut NetworkFix, facts: &Facts, taken: &mut Taken, prefer: &[Pre
         ));
     }
     fix.proposed = Some(new.to_net());
-    let range = docker_network(facts, &fix.bridge)
+    let range = facts
+        .network_on(&fix.bridge)
         .into_iter()
         .flat_map(|n| &n.ipam)
         .filter(|p| p.subnet == fix.current)

@@ -48,7 +48,7 @@ pub struct Synth {
     /// The facts, with pushes and Docker networks read exactly as `plan --from` reads them.
     pub facts: Facts,
     /// `docker network inspect` of every network.
-    pub inspects: Vec<NetworkInspect>,
+    pub inspects: Vec<vpnfix::docker::EngineNetwork>,
     /// The route-up environment (`route_network_N` …, `VPNFIX_MAX_ROUTES`).
     pub env: Vec<(String, String)>,
     /// The configuration the environment gives.
@@ -141,6 +141,10 @@ pub fn synth(scale: Scale, seed: u64) -> Synth {
     let (config, skipped) = Config::from_layers([env.as_slice()]);
     assert!(skipped.is_empty() && input.skipped.is_empty(), "{skipped:?} {:?}", input.skipped);
     let mut dropped = Vec::new();
+    let inspects: Vec<vpnfix::docker::EngineNetwork> = inspects
+        .into_iter()
+        .map(|inspect| vpnfix::docker::EngineNetwork { engine: vpnfix::net::Engine::Docker, inspect })
+        .collect();
     let docker = inspects.iter().filter_map(|n| vpnfix::docker::from_inspect(n, &mut dropped)).collect();
     assert!(dropped.is_empty(), "{dropped:?}");
     let facts = Facts {
@@ -151,6 +155,7 @@ pub fn synth(scale: Scale, seed: u64) -> Synth {
         addrs,
         neighbours,
         docker: Some(docker),
+        engines: vec![vpnfix::net::Engine::Docker],
         skipped: Vec::new(),
     };
     Synth { facts, inspects, env, config }
@@ -371,7 +376,7 @@ fn hook_env(pushes: &[IpNet]) -> Vec<(String, String)> {
 }
 
 fn link(index: u32, name: &str, kind: Option<&str>) -> Link {
-    Link { index, name: name.into(), kind: kind.map(str::to_string), tap: false }
+    Link { index, name: name.into(), kind: kind.map(str::to_string), tap: false, up: true }
 }
 
 fn addr(dev: &str, a: &str, prefix_len: u8) -> Addr {

@@ -134,8 +134,7 @@ where
     b.addrs = addrs.iter().flat_map(|d| self::addrs(d, &mut b.skipped)).collect();
     let neigh: Vec<RawNeigh> = json(dir, &mut load, "neigh.json", "ip -j neigh show")?.unwrap_or_default();
     b.neighbours = neigh.iter().filter_map(|n| neighbour(n, &mut b.skipped)).collect();
-    let networks: Option<Vec<bollard::models::NetworkInspect>> =
-        json(dir, &mut load, "docker.json", "docker network inspect")?;
+    let networks: Option<Vec<docker::EngineNetwork>> = json(dir, &mut load, "docker.json", "docker network inspect")?;
     b.docker = networks.map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut b.skipped)).collect());
     b.env = match load("env")? {
         // `read_to_string` refused what is not UTF-8; so does this.
@@ -266,7 +265,8 @@ pub fn link(raw: &RawLink) -> Link {
     let info = raw.linkinfo.as_ref();
     let tap =
         info.and_then(|i| i.info_data.as_ref()).and_then(|d| d.get("type")).and_then(|t| t.as_str()) == Some("tap");
-    Link { index: raw.ifindex, name: raw.ifname.clone(), kind: info.and_then(|i| i.info_kind.clone()), tap }
+    let up = raw.flags.iter().any(|f| f == "UP");
+    Link { index: raw.ifindex, name: raw.ifname.clone(), kind: info.and_then(|i| i.info_kind.clone()), tap, up }
 }
 
 fn addrs(raw: &RawAddrs, skipped: &mut Vec<Skipped>) -> Vec<Addr> {

@@ -53,6 +53,9 @@ pub struct RawLink {
     pub ifindex: u32,
     /// Name.
     pub ifname: String,
+    /// `IFF_*` flags by name (`UP`, `LOWER_UP` …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
     /// Kind details (`-d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linkinfo: Option<RawLinkInfo>,

@@ -59,7 +59,7 @@ fn the_captured_bundles_read_completely() {
 fn a_written_bundle_reads_back_to_the_same_facts() {
     let src =
         read(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bundles/shop-ipv6-aggregate"))).unwrap();
-    let docker: Vec<bollard::models::NetworkInspect> = serde_json::from_str(
+    let docker: Vec<crate::docker::EngineNetwork> = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/bundles/shop-ipv6-aggregate/docker.json"

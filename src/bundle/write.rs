@@ -17,8 +17,9 @@ pub struct Snapshot<'a> {
     pub addrs: &'a [Addr],
     /// Neighbour entries.
     pub neighbours: &'a [Neighbour],
-    /// Docker's own descriptions, written as `docker network inspect` prints them.
-    pub docker: Option<&'a [bollard::models::NetworkInspect]>,
+    /// The engines' own descriptions, written as `docker network inspect` prints them (with
+    /// `"Engine": "podman"` on Podman's).
+    pub docker: Option<&'a [crate::docker::EngineNetwork]>,
     /// The hook environment.
     pub env: &'a [(String, String)],
 }
@@ -98,7 +99,8 @@ fn raw_link(l: &Link) -> RawLink {
         info_kind: l.kind.clone(),
         info_data: l.tap.then(|| serde_json::json!({"type": "tap"})),
     });
-    RawLink { ifindex: l.index, ifname: l.name.clone(), linkinfo }
+    let flags = if l.up { vec!["UP".to_string()] } else { Vec::new() };
+    RawLink { ifindex: l.index, ifname: l.name.clone(), flags, linkinfo }
 }
 
 fn raw_addrs(addrs: &[Addr]) -> Vec<RawAddrs> {

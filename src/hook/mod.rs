@@ -2,6 +2,7 @@
 //! NetworkManager's dispatcher ([`nm`]). Each source is parsed at the edge into the same
 //! [`HookInput`]: an event, a tunnel and its pushed routes.
 
+pub mod discover;
 pub mod nm;
 pub mod openvpn;
 

@@ -184,6 +184,14 @@ pub(super) fn ifindex(body: &[u8]) -> u32 {
     u32::from_ne_bytes([body[4], body[5], body[6], body[7]])
 }
 
+/// `IFF_UP` from `if.h`: the device is administratively up.
+const IFF_UP: u32 = 1;
+
+/// `ifi_flags` of an `ifinfomsg` (after the index, host order).
+fn ifflags(body: &[u8]) -> u32 {
+    u32::from_ne_bytes([body[8], body[9], body[10], body[11]])
+}
+
 /// A device from an `RTM_NEWLINK` body: the `ifinfomsg`, then `IFLA_IFNAME` and `IFLA_LINKINFO`
 /// { `IFLA_INFO_KIND`, `IFLA_INFO_DATA` { `IFLA_TUN_TYPE` } }; every other attribute is skipped.
 pub(super) fn link(body: &[u8]) -> Option<Link> {
@@ -208,7 +216,7 @@ pub(super) fn link(body: &[u8]) -> Option<Link> {
             _ => {}
         }
     }
-    Some(Link { index: ifindex(body), name: name?, kind, tap })
+    Some(Link { index: ifindex(body), name: name?, kind, tap, up: ifflags(body) & IFF_UP != 0 })
 }
 
 /// A NUL-terminated netlink string.

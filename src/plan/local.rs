@@ -3,7 +3,7 @@
 
 use crate::cidr::{is_link_local, Prefix};
 use crate::config::Config;
-use crate::net::{Container, DockerNetwork, Facts, Route};
+use crate::net::{Container, DockerNetwork, Engine, Facts, Route};
 use ipnet::IpNet;
 use serde::Serialize;
 use std::fmt;
@@ -25,8 +25,11 @@ pub struct LocalNetwork {
     pub dst: IpNet,
     /// The bridge.
     pub dev: String,
-    /// The Docker network that owns the bridge, if any.
+    /// The engine network that owns the bridge, if any.
     pub network: Option<String>,
+    /// The engine that describes that network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
     /// Its compose project.
     pub compose_project: Option<String>,
     /// Its containers with addresses in `dst`.
@@ -41,7 +44,7 @@ impl LocalNetwork {
     /// Who owns it, for messages: `docker network milvus` or `bridge br-test`.
     pub fn owner(&self) -> String {
         match &self.network {
-            Some(n) => format!("docker network {n}"),
+            Some(n) => format!("{} network {n}", self.engine.unwrap_or_default()),
             None => format!("bridge {}", self.dev),
         }
     }
@@ -51,7 +54,7 @@ impl fmt::Display for LocalNetwork {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} dev {}", self.dst, self.dev)?;
         if let Some(n) = &self.network {
-            write!(f, " (docker network {n}")?;
+            write!(f, " ({} network {n}", self.engine.unwrap_or_default())?;
             if let Some(p) = &self.compose_project {
                 write!(f, ", compose project {p}")?;
             }
@@ -61,13 +64,9 @@ impl fmt::Display for LocalNetwork {
     }
 }
 
-/// The devices whose on-link routes are local networks: bridges by netlink link kind. A device
-/// missing from the link list is judged by its name (docker0, br-*, virbr*, podman*, lxdbr*, cni0).
+/// The devices whose on-link routes are local networks: bridges (see [`crate::bridges::is_bridge`]).
 pub fn is_bridge(facts: &Facts, dev: &str) -> bool {
-    match facts.links.iter().find(|l| l.name == dev) {
-        Some(link) => link.is_bridge(),
-        None => ["docker", "br-", "virbr", "podman", "lxdbr", "cni"].iter().any(|p| dev.starts_with(p)),
-    }
+    crate::bridges::is_bridge(&facts.links, dev)
 }
 
 /// The on-link routes on devices other than the tunnel that the planner cares about, split into
@@ -86,7 +85,7 @@ pub fn describe(facts: &Facts, route: &Route) -> LocalNetwork {
     let dev = route.dev.clone().unwrap_or_default();
     let dst = route.dst;
     let inside = |a: &IpAddr| dst.contains(a);
-    let docker = facts.docker.iter().flatten().find(|n| n.bridge == dev);
+    let docker = facts.network_on(&dev);
     let mut used: Vec<Used> = facts
         .addrs
         .iter()
@@ -97,6 +96,7 @@ pub fn describe(facts: &Facts, route: &Route) -> LocalNetwork {
         dst,
         dev: dev.clone(),
         network: docker.map(|n| n.name.clone()),
+        engine: docker.map(|n| n.engine),
         compose_project: docker.and_then(|n| n.compose_project.clone()),
         containers: Vec::new(),
         used: Vec::new(),
@@ -122,7 +122,7 @@ fn add_docker(local: &mut LocalNetwork, used: &mut Vec<Used>, n: &DockerNetwork)
     let dst = local.dst;
     for pool in n.ipam.iter().filter(|p| dst.contains(&p.subnet) || p.subnet.contains(&dst)) {
         if let Some(g) = pool.gateway.filter(|g| dst.contains(g)) {
-            used.push(Used { addr: g, by: "docker gateway".into() });
+            used.push(Used { addr: g, by: format!("{} gateway", n.engine) });
         }
         if let Some(r) = pool.ip_range {
             local.ip_ranges.extend(Prefix::from(r).intersect(Prefix::from(dst)).map(Prefix::to_net));

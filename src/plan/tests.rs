@@ -31,7 +31,7 @@ pub(super) fn route(dst: &str, dev: &str, gw: Option<&str>, metric: u32) -> Rout
 }
 
 pub(super) fn link(index: u32, name: &str, kind: Option<&str>) -> Link {
-    Link { index, name: name.into(), kind: kind.map(str::to_string), tap: false }
+    Link { index, name: name.into(), kind: kind.map(str::to_string), tap: false, up: true }
 }
 
 pub(super) fn push(dst: &str) -> Push {
@@ -53,6 +53,7 @@ fn seed() -> Facts {
         addrs: vec![Addr { dev: "br-milvus".into(), addr: ip("172.20.0.1"), prefix_len: 16 }],
         neighbours: vec![],
         docker: Some(vec![DockerNetwork {
+            engine: crate::net::Engine::Docker,
             name: "milvus".into(),
             id: "0123456789abcdef".into(),
             bridge: "br-milvus".into(),
@@ -66,6 +67,7 @@ fn seed() -> Facts {
                 .collect(),
         }]),
         skipped: vec![],
+        engines: Vec::new(),
     }
 }
 
@@ -138,6 +140,7 @@ fn an_aggregate_push_over_two_compose_networks() {
     f.links.push(link(4, "br-shop", Some("bridge")));
     f.addrs.push(Addr { dev: "br-shop".into(), addr: ip("172.18.0.1"), prefix_len: 16 });
     f.docker.as_mut().unwrap().push(DockerNetwork {
+        engine: crate::net::Engine::Docker,
         name: "shop_default".into(),
         id: "fedcba9876543210".into(),
         bridge: "br-shop".into(),

@@ -1,20 +1,56 @@
 //! The commands that look and advise without changing routes: `plan`, `snapshot`, `explain`,
 //! `status`, `suggest` (which writes daemon.json only when asked) and `install`.
 
-use super::{environment, facts_for, facts_from_bundle, gather, load_config, runtime, selected_input, Error};
+use super::{environment, gather_host, load_config, runtime, sections_for, Error, Sections, NO_TUNNEL, REFUSED_HINT};
 use crate::cli::{ExplainArgs, InstallArgs, PlanArgs, SnapshotArgs, StatusArgs, SuggestArgs};
-use crate::hook::{self, HookInput};
+use crate::hook::{discover, HookInput};
 use crate::kernel::Kernel;
 use crate::state::StateDir;
 use crate::{bundle, plan, report};
 use log::info;
 
-/// `vpnfix plan`: the plan for a bundle or for this host, as text or JSON. Changes nothing.
+/// `vpnfix plan`: the plan for a bundle or for this host, as text or JSON, one section per
+/// tunnel. Changes nothing.
 pub fn plan(args: &PlanArgs) -> Result<String, Error> {
     let env = environment();
-    let (facts, config) = facts_for(args.from.as_deref(), &args.select, &env)?;
-    let plan = plan::plan(&facts, &config);
-    Ok(if args.json { serde_json::to_string_pretty(&plan)? + "\n" } else { report::plan_text(&facts, &plan) })
+    let (s, _) = sections_for(args.from.as_deref(), &args.select, &env)?;
+    let plans: Vec<plan::Plan> = s.facts.iter().map(|f| plan::plan(f, &s.config)).collect();
+    if args.json {
+        // One tunnel: the plan object itself (its fields in their declared order).
+        let json = match plans.as_slice() {
+            [] => serde_json::to_string_pretty(
+                &serde_json::json!({"add": [], "conflicts": [], "skipped": [], "notes": [NO_TUNNEL]}),
+            )?,
+            [one] => serde_json::to_string_pretty(one)?,
+            all => {
+                let each = s.facts.iter().zip(all).map(|(f, p)| serde_json::json!({"dev": f.tunnel.dev, "plan": p}));
+                serde_json::to_string_pretty(&serde_json::json!({ "tunnels": each.collect::<Vec<_>>() }))?
+            }
+        };
+        return Ok(json + "\n");
+    }
+    Ok(sections_text(&s, &plans, report::plan_text))
+}
+
+/// One text section per tunnel; with tunnels read from the kernel, each under a line naming it
+/// and its pushes, and the hint about refused pushes once at the end.
+fn sections_text<T>(s: &Sections, items: &[T], text: impl Fn(&crate::net::Facts, &T) -> String) -> String {
+    if s.facts.is_empty() {
+        return format!("{NO_TUNNEL}\n");
+    }
+    let mut out = String::new();
+    for (f, item) in s.facts.iter().zip(items) {
+        if s.discovered {
+            let pushes: Vec<String> = f.pushes.iter().map(|p| p.dst.to_string()).collect();
+            let list = if pushes.is_empty() { "none".to_string() } else { pushes.join(", ") };
+            out.push_str(&format!("== {} (pushes: {list})\n", f.tunnel.dev));
+        }
+        out.push_str(&text(f, item));
+    }
+    if s.discovered && s.facts.iter().any(|f| f.pushes.iter().all(|p| p.origin != "--route")) {
+        out.push_str(&format!("note: {REFUSED_HINT}\n"));
+    }
+    out
 }
 
 /// `vpnfix snapshot DIR`: writes this host's facts as a bundle.
@@ -22,18 +58,16 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<String, Error> {
     let env = environment();
     let config = load_config(&env, &[]);
     let hook_env: Vec<(String, String)> = env.iter().filter(|(k, _)| is_hook_variable(k)).cloned().collect();
-    let g = runtime().block_on(async {
+    let host = runtime().block_on(async {
         let k = Kernel::connect()?;
-        let input = hook::openvpn::parse(hook_env.clone(), &[], None).unwrap_or_default();
-        gather(&k, &config, &env, input).await
+        gather_host(&k, &config).await
     })?;
-    let f = &g.facts;
     let snap = bundle::Snapshot {
-        routes: &f.routes,
-        links: &f.links,
-        addrs: &f.addrs,
-        neighbours: &f.neighbours,
-        docker: g.docker.as_deref(),
+        routes: &host.routes,
+        links: &host.links,
+        addrs: &host.addrs,
+        neighbours: &host.neighbours,
+        docker: host.raw.as_deref(),
         env: &hook_env,
     };
     bundle::write(&args.dir, &snap)?;
@@ -55,8 +89,24 @@ const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 pub fn suggest(args: &SuggestArgs) -> Result<String, Error> {
     use crate::suggest::{self, SuggestInput};
     let env = environment();
-    let (facts, config) = facts_for(args.from.as_deref(), &args.select, &env)?;
-    let plan = plan::plan(&facts, &config);
+    let (s, host) = sections_for(args.from.as_deref(), &args.select, &env)?;
+    // A free subnet depends on what every VPN pushes, not on a tunnel's name: one suggestion
+    // for all tunnels, or for the routes given with no tunnel at all.
+    let mut input = HookInput::default();
+    for f in &s.facts {
+        if input.tunnel.dev.is_empty() {
+            input.tunnel = f.tunnel.clone();
+        }
+        input.pushes.extend(f.pushes.iter().cloned());
+    }
+    if s.facts.is_empty() && args.select.routes.is_empty() {
+        return Ok(format!("{NO_TUNNEL}\n"));
+    }
+    if s.facts.is_empty() {
+        input.pushes = super::route_flags(&args.select);
+    }
+    let facts = host.facts(input);
+    let plan = plan::plan(&facts, &s.config);
     let existing = args.daemon_json.clone().or_else(|| args.write_daemon_json.clone()).unwrap_or_else(|| {
         args.from.as_ref().map_or_else(|| std::path::PathBuf::from(DAEMON_JSON), |dir| dir.join("daemon.json"))
     });
@@ -114,27 +164,32 @@ pub fn install(args: &InstallArgs) -> Result<String, Error> {
 /// where each address goes).
 pub fn explain(args: &ExplainArgs) -> Result<String, Error> {
     let env = environment();
-    let all = match &args.from {
-        Some(dir) => {
-            let (facts, config) = facts_from_bundle(bundle::read(dir)?, &args.select)?;
-            let plan = plan::plan(&facts, &config);
-            args.addrs.iter().map(|a| crate::explain::explain(*a, &facts, &config, &plan, None)).collect::<Vec<_>>()
-        }
-        None => {
-            let config = load_config(&env, &args.select.config_layer());
-            let input = selected_input(&env, &[], &args.select).unwrap_or_default();
-            runtime().block_on(async {
-                let k = Kernel::connect()?;
-                let g = gather(&k, &config, &env, input).await?;
-                let plan = plan::plan(&g.facts, &config);
-                let mut out = Vec::new();
-                for a in &args.addrs {
-                    let dev = k.route_get(*a).await.ok().and_then(|r| r.dev);
-                    out.push(crate::explain::explain(*a, &g.facts, &config, &plan, Some(dev)));
-                }
-                Ok::<_, Error>(out)
-            })?
-        }
+    let (s, _) = sections_for(args.from.as_deref(), &args.select, &env)?;
+    if s.facts.is_empty() {
+        return Ok(format!("{NO_TUNNEL}\n"));
+    }
+    let plans: Vec<plan::Plan> = s.facts.iter().map(|f| plan::plan(f, &s.config)).collect();
+    // Each address is explained for the tunnel whose most specific push contains it.
+    let section = |a: &std::net::IpAddr| {
+        let len =
+            |f: &crate::net::Facts| f.pushes.iter().filter(|p| p.dst.contains(a)).map(|p| p.dst.prefix_len()).max();
+        (0..s.facts.len()).max_by_key(|i| (len(&s.facts[*i]), std::cmp::Reverse(*i))).unwrap_or(0)
+    };
+    let explain = |a: &std::net::IpAddr, live: Option<Option<String>>| {
+        let i = section(a);
+        crate::explain::explain(*a, &s.facts[i], &s.config, &plans[i], live)
+    };
+    let all: Vec<_> = match &args.from {
+        Some(_) => args.addrs.iter().map(|a| explain(a, None)).collect(),
+        None => runtime().block_on(async {
+            let k = Kernel::connect()?;
+            let mut out = Vec::new();
+            for a in &args.addrs {
+                let dev = k.route_get(*a).await.ok().and_then(|r| r.dev);
+                out.push(explain(a, Some(dev)));
+            }
+            Ok::<_, Error>(out)
+        })?,
     };
     Ok(if args.json {
         serde_json::to_string_pretty(&serde_json::json!({ "addresses": all }))? + "\n"
@@ -161,26 +216,28 @@ pub fn status(args: &StatusArgs) -> Result<String, Error> {
     }
     let (statuses, unmanaged) = runtime().block_on(async {
         let k = Kernel::connect()?;
-        let g = gather(&k, &config, &env, HookInput::default()).await?;
-        let out: Vec<_> = records.iter().map(|s| crate::status::status(s, &g.facts, &config)).collect();
-        // tun/tap devices vpnfix has no record of: a VPN whose hook is not set up (or not yet run).
-        let unmanaged: Vec<String> = g
-            .facts
-            .links
-            .iter()
-            .filter(|l| l.kind.as_deref() == Some("tun") && !out.iter().any(|s| s.tunnel == l.name))
-            .filter(|l| args.dev.as_ref().is_none_or(|d| *d == l.name))
-            .map(|l| l.name.clone())
+        let host = gather_host(&k, &config).await?;
+        let facts = host.facts(HookInput::default());
+        let out: Vec<_> = records.iter().map(|s| crate::status::status(s, &facts, &config)).collect();
+        // VPN devices that are up with no record: a VPN whose hook is not set up (or not yet
+        // run), with what vpnfix would add for the routes the kernel has through it.
+        let unmanaged: Vec<(String, usize)> = discover::tunnels(&host.links, &host.addrs, &host.routes, config.proto)
+            .into_iter()
+            .filter(|i| !out.iter().any(|s| s.tunnel == i.tunnel.dev))
+            .filter(|i| args.dev.as_ref().is_none_or(|d| *d == i.tunnel.dev))
+            .map(|i| (i.tunnel.dev.clone(), plan::plan(&host.facts(i), &config).add.len()))
             .collect();
         Ok::<_, Error>((out, unmanaged))
     })?;
     Ok(if args.json {
+        let unmanaged: Vec<serde_json::Value> =
+            unmanaged.iter().map(|(dev, n)| serde_json::json!({"dev": dev, "wanted": n})).collect();
         serde_json::to_string_pretty(&serde_json::json!({ "tunnels": statuses, "unmanaged": unmanaged }))? + "\n"
     } else {
         let mut text = report::status_text(&statuses);
-        for dev in unmanaged {
+        for (dev, wanted) in unmanaged {
             text.push_str(&format!(
-                "{dev}: no vpnfix record; if a VPN runs there, its OpenVPN config needs `script-security 2` and `route-up /usr/local/bin/vpnfix` (openvpn/vpnfix.conf), or NetworkManager the dispatcher script (`vpnfix install`)\n"
+                "{dev}: no vpnfix record, {wanted} route(s) wanted now for the routes through it (`vpnfix plan --dev {dev}` shows them); if a VPN runs there, its OpenVPN config needs `script-security 2` and `route-up /usr/local/bin/vpnfix` (openvpn/vpnfix.conf), or NetworkManager the dispatcher script (`vpnfix install`)\n"
             ));
         }
         text

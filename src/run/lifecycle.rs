@@ -18,7 +18,7 @@ pub fn apply(sel: &Selection) -> Result<String, Error> {
     let env = environment();
     let config = load_config(&env, &sel.config_layer());
     let input = selected_input(&env, &[], sel)?;
-    connect(&config, &env, input).map(|n| format!("{n}\n"))
+    connect(&config, input).map(|n| format!("{n}\n"))
 }
 
 /// `vpnfix cleanup`: undoes what the state records for one tunnel, or everything vpnfix added.
@@ -64,30 +64,30 @@ fn report_removed(r: apply::Removed) -> usize {
 }
 
 /// Sweep, gather, plan, install, for one tunnel; returns a one-line summary.
-fn connect(config: &Config, env: &[(String, String)], input: HookInput) -> Result<String, Error> {
+fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
     let dev = input.tunnel.dev.clone();
     runtime().block_on(async {
         let k = Kernel::connect()?;
         if config.dry_run {
-            let g = gather(&k, config, env, input).await?;
-            let p = plan::plan(&g.facts, config);
-            return Ok(report::plan_text(&g.facts, &p));
+            let g = gather(&k, config, input).await?;
+            let p = plan::plan(&g, config);
+            return Ok(report::plan_text(&g, &p));
         }
         let dir = StateDir::open(&config.state_dir)?;
         let _lock = dir.lock(&dev)?;
         apply::sweep(&k, &dir, &dev, config.proto).await?;
-        let g = gather(&k, config, env, input).await?;
-        if !g.facts.links.iter().any(|l| l.name == dev) {
+        let g = gather(&k, config, input).await?;
+        if !g.links.iter().any(|l| l.name == dev) {
             return Err(Error::NoTunnel(dev.clone()));
         }
-        let p = plan::plan(&g.facts, config);
+        let p = plan::plan(&g, config);
         for s in &p.skipped {
             warn!("{s}");
         }
         for n in &p.notes {
             info!("{n}");
         }
-        let done = apply::install(&k, &dir, &p, &g.facts.pushes, config.proto).await?;
+        let done = apply::install(&k, &dir, &p, &g.pushes, config.proto).await?;
         Ok(format!(
             "{dev}: {} route(s) added, {} already there, {} blocked by foreign routes, {} not verified",
             done.added, done.present, done.blocked, done.unverified
@@ -156,7 +156,7 @@ pub fn hook(inv: Invocation) -> ExitCode {
             error!("{e}; nothing done");
             true
         }
-        Ok(input) => run_event(&config, &env, input).map_err(|e| error!("{}", chain(&e))).is_err(),
+        Ok(input) => run_event(&config, input).map_err(|e| error!("{}", chain(&e))).is_err(),
     };
     if failed && strict_exit {
         ExitCode::FAILURE
@@ -165,10 +165,10 @@ pub fn hook(inv: Invocation) -> ExitCode {
     }
 }
 
-fn run_event(config: &Config, env: &[(String, String)], input: HookInput) -> Result<(), Error> {
+fn run_event(config: &Config, input: HookInput) -> Result<(), Error> {
     match input.event {
         Some(Event::Connect) => {
-            let summary = connect(config, env, input)?;
+            let summary = connect(config, input)?;
             debug!("{summary}");
             Ok(())
         }

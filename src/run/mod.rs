@@ -15,11 +15,11 @@ use crate::bundle::{self, BundleError};
 use crate::cli::Selection;
 use crate::config::{parse_kv_lines, Config, CONF_FILE};
 use crate::docker;
-use crate::hook::{self, openvpn::HookError, HookInput};
+use crate::hook::{self, discover, openvpn::HookError, HookInput};
 use crate::kernel::{Kernel, KernelError};
-use crate::net::{Facts, Push, Skipped};
+use crate::net::{Addr, DockerNetwork, Facts, Link, Neighbour, Push, Route, Skipped};
 use crate::state::StateError;
-use log::warn;
+use log::{debug, warn};
 
 /// A command that could not run.
 #[derive(Debug, thiserror::Error)]
@@ -132,64 +132,162 @@ fn selected_input(env: &[(String, String)], args: &[String], sel: &Selection) ->
     }
     let mut input = hook::openvpn::parse(env, args, None)?;
     if !sel.routes.is_empty() {
-        input.pushes = sel
-            .routes
-            .iter()
-            .map(|r| Push { dst: r.trunc(), gateway: None, metric: None, origin: "--route".into() })
-            .collect();
+        input.pushes = route_flags(sel);
     }
     Ok(input)
 }
 
-/// Facts of this host: the kernel's tables and Docker's networks (kernel facts alone, with one
-/// warning, when Docker cannot be asked).
-async fn gather(k: &Kernel, config: &Config, env: &[(String, String)], input: HookInput) -> Result<Gathered, Error> {
-    let host = env.iter().find(|(k, _)| k == "DOCKER_HOST").map_or(docker::DEFAULT_HOST, |(_, v)| v.as_str());
+fn route_flags(sel: &Selection) -> Vec<Push> {
+    sel.routes.iter().map(|r| Push { dst: r.trunc(), gateway: None, metric: None, origin: "--route".into() }).collect()
+}
+
+/// What the host has, gathered once (live or from a bundle); facts for any tunnel are made
+/// from it.
+struct Host {
+    routes: Vec<Route>,
+    links: Vec<Link>,
+    addrs: Vec<Addr>,
+    neighbours: Vec<Neighbour>,
+    networks: Option<Vec<DockerNetwork>>,
+    /// The engines' own descriptions, for `snapshot`.
+    raw: Option<Vec<docker::EngineNetwork>>,
+    skipped: Vec<Skipped>,
+}
+
+impl Host {
+    /// The planner's facts for one tunnel and its pushes.
+    fn facts(&self, input: HookInput) -> Facts {
+        let mut skipped = self.skipped.clone();
+        skipped.extend(input.skipped);
+        Facts::new(
+            input.tunnel,
+            input.pushes,
+            self.routes.clone(),
+            self.links.clone(),
+            self.addrs.clone(),
+            self.neighbours.clone(),
+            self.networks.clone(),
+            skipped,
+        )
+    }
+
+    fn from_bundle(b: bundle::Bundle) -> (Host, Vec<(String, String)>) {
+        let host = Host {
+            routes: b.routes,
+            links: b.links,
+            addrs: b.addrs,
+            neighbours: b.neighbours,
+            networks: b.docker,
+            raw: None,
+            skipped: b.skipped,
+        };
+        (host, b.env)
+    }
+}
+
+/// The kernel's tables and the engines' networks (kernel facts alone, with one warning, when no
+/// engine can be asked).
+async fn gather_host(k: &Kernel, config: &Config) -> Result<Host, Error> {
+    let hosts = docker::engine_hosts(config.docker_host.as_deref(), |p| p.exists());
     // One netlink socket runs one dump at a time (a second one gets EBUSY), so the kernel's
-    // tables are read in turn while Docker is asked alongside.
+    // tables are read in turn while the engines are asked alongside.
     let kernel =
         async { Ok::<_, KernelError>((k.routes().await?, k.links().await?, k.addrs().await?, k.neighbours().await?)) };
-    let (tables, docker) = tokio::join!(kernel, docker::inspect_all(host, config.docker_timeout_ms));
+    let (tables, answers) = tokio::join!(kernel, docker::inspect_all(&hosts, config.docker_timeout_ms));
     let (routes, links, addrs, neighbours) = tables?;
-    let mut skipped: Vec<Skipped> = input.skipped;
-    let raw = match docker {
-        Ok(raw) => Some(raw),
-        Err(e) => {
-            warn!("{}; planning with the kernel's facts only", chain(&e));
-            None
-        }
-    };
+    let mut skipped = Vec::new();
+    let raw = engine_networks(&hosts, answers);
     let networks = raw.as_ref().map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut skipped)).collect());
-    let facts = Facts::new(input.tunnel, input.pushes, routes, links, addrs, neighbours, networks, skipped);
-    Ok(Gathered { facts, docker: raw })
+    Ok(Host { routes, links, addrs, neighbours, networks, raw, skipped })
 }
 
-struct Gathered {
-    facts: Facts,
-    docker: Option<Vec<bollard::models::NetworkInspect>>,
+/// Facts of this host for one hook input.
+async fn gather(k: &Kernel, config: &Config, input: HookInput) -> Result<Facts, Error> {
+    Ok(gather_host(k, config).await?.facts(input))
 }
 
-/// Facts and configuration from a bundle, with the command line's overrides.
-fn facts_from_bundle(b: bundle::Bundle, sel: &Selection) -> Result<(Facts, Config), Error> {
-    let input = selected_input(&b.env, &[], sel)?;
-    let (config, config_skipped) = Config::from_layers([b.env.as_slice(), sel.config_layer().as_slice()]);
-    Ok((b.into_facts(input, config_skipped), config))
+/// Every answering engine's networks; `None` when none answered. Each engine that did not
+/// answer is one warning.
+fn engine_networks(
+    hosts: &[String],
+    answers: Vec<Result<docker::EngineAnswer, docker::DockerError>>,
+) -> Option<Vec<docker::EngineNetwork>> {
+    if hosts.is_empty() {
+        debug!("no container engine: DOCKER_HOST is unset and none of {} exists", docker::USUAL_SOCKETS.join(", "));
+        return None;
+    }
+    let answered = answers.iter().filter(|a| a.is_ok()).count();
+    let mut networks: Option<Vec<docker::EngineNetwork>> = None;
+    for a in answers {
+        match a {
+            Ok(a) => {
+                debug!("{} at {}: {} network(s)", a.engine.title(), a.host, a.networks.len());
+                networks.get_or_insert_with(Vec::new).extend(a.networks);
+            }
+            Err(e) if answered == 0 => warn!("{}; planning with the kernel's facts only", chain(&e)),
+            Err(e) => warn!("{}; planning without its networks", chain(&e)),
+        }
+    }
+    networks
 }
 
-/// Facts and configuration for a bundle (`--from DIR`) or, without one, for this host.
-fn facts_for(
+/// What a manual command is about: one section per tunnel.
+struct Sections {
+    config: Config,
+    /// Facts per tunnel, by tunnel name.
+    facts: Vec<Facts>,
+    /// Whether the tunnels and their pushes were read from the kernel (no hook environment).
+    discovered: bool,
+}
+
+/// The tunnels a manual command is about. Inside a hook environment (`dev` set): that tunnel
+/// and its pushes. Else the tunnel `--dev` names, or every VPN tunnel that is up, each with
+/// the kernel's routes through it as its pushes. `--route` replaces the pushes.
+fn sections(host: &Host, env: &[(String, String)], sel: &Selection, config: Config) -> Result<Sections, Error> {
+    if env.iter().any(|(k, v)| k == "dev" && !v.is_empty()) {
+        let input = selected_input(env, &[], sel)?;
+        return Ok(Sections { config, facts: vec![host.facts(input)], discovered: false });
+    }
+    let mut inputs = match &sel.dev {
+        Some(dev) if !hook::openvpn::valid_ifname(dev) => return Err(HookError::BadDevice(dev.clone()).into()),
+        Some(dev) => vec![discover::tunnel(dev, &host.links, &host.addrs, &host.routes, config.proto)],
+        None => discover::tunnels(&host.links, &host.addrs, &host.routes, config.proto),
+    };
+    if !sel.routes.is_empty() {
+        inputs.iter_mut().for_each(|i| i.pushes = route_flags(sel));
+    }
+    let facts = inputs.into_iter().map(|i| host.facts(i)).collect();
+    Ok(Sections { config, facts, discovered: true })
+}
+
+/// Sections for a bundle (`--from DIR`) or, without one, for this host.
+fn sections_for(
     from: Option<&std::path::Path>,
     sel: &Selection,
     env: &[(String, String)],
-) -> Result<(Facts, Config), Error> {
+) -> Result<(Sections, Host), Error> {
     if let Some(dir) = from {
-        return facts_from_bundle(bundle::read(dir)?, sel);
+        let (host, benv) = Host::from_bundle(bundle::read(dir)?);
+        let (config, config_skipped) = Config::from_layers([benv.as_slice(), sel.config_layer().as_slice()]);
+        let mut sections = sections(&host, &benv, sel, config)?;
+        for f in &mut sections.facts {
+            f.skipped.splice(0..0, config_skipped.iter().cloned());
+        }
+        return Ok((sections, host));
     }
     let config = load_config(env, &sel.config_layer());
-    let input = selected_input(env, &[], sel)?;
-    let facts = runtime().block_on(async {
+    let host = runtime().block_on(async {
         let k = Kernel::connect()?;
-        gather(&k, &config, env, input).await.map(|g| g.facts)
+        gather_host(&k, &config).await
     })?;
-    Ok((facts, config))
+    Ok((sections(&host, env, sel, config)?, host))
 }
+
+/// The line for a host where no VPN tunnel is up.
+const NO_TUNNEL: &str = "no VPN tunnel is up here (no tun, tap or WireGuard device): nothing to plan. \
+`vpnfix plan --from examples/laptop-docker` shows vpnfix at work on a laptop with Docker; \
+`--dev DEV --route CIDR` plans for a VPN by hand";
+
+/// The line for a tunnel whose pushes were read from the kernel.
+const REFUSED_HINT: &str = "pushes were read from the kernel's table; a route the VPN pushed that the kernel \
+refused (\"File exists\": the same prefix as a bridge's) is not there: give it with --route CIDR";

@@ -38,7 +38,7 @@ pub(super) fn push(dst: &str) -> Push {
 }
 
 pub(super) fn bridge_link(index: u32, name: &str) -> Link {
-    Link { index, name: name.into(), kind: Some("bridge".into()), tap: false }
+    Link { index, name: name.into(), kind: Some("bridge".into()), tap: false, up: true }
 }
 
 /// A Docker network on `bridge` with one subnet and a container at its .2.
@@ -49,6 +49,7 @@ pub(super) fn docker_net(name: &str, bridge: &str, project: Option<&str>, subnet
         IpNet::V6(v) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v.network()) + n as u128)),
     };
     DockerNetwork {
+        engine: crate::net::Engine::Docker,
         name: name.into(),
         id: format!("{name}0123456789"),
         bridge: bridge.into(),
@@ -84,6 +85,7 @@ fn seed() -> Facts {
             docker_net("milvus_default", "br-milvus", Some("milvus"), "172.20.0.0/16"),
         ]),
         skipped: vec![],
+        engines: Vec::new(),
     }
 }
 
@@ -247,6 +249,7 @@ fn v6_facts() -> Facts {
         addrs: vec![Addr { dev: "br-shop".into(), addr: ip("fd42:22::1"), prefix_len: 64 }],
         neighbours: vec![],
         docker: Some(vec![docker_net("shop_default", "br-shop", Some("shop"), "fd42:22::/64")]),
+        engines: Vec::new(),
         skipped: vec![],
     }
 }
@@ -305,6 +308,7 @@ fn no_free_subnet_gives_a_note_and_no_proposal() {
         routes: vec![route("10.0.0.0/8", "br-big", None)],
         links: vec![bridge_link(2, "br-big")],
         docker: Some(vec![docker_net("big", "br-big", None, "10.0.0.0/8")]),
+        engines: Vec::new(),
         ..Facts::default()
     };
     let s = run(&facts, &[], None);

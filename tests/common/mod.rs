@@ -8,6 +8,7 @@ pub mod fake_docker;
 pub mod kernel_ns;
 pub mod laptop;
 pub mod ovpn;
+pub mod podman;
 
 pub use dockerd::{run_with_timeout, Dockerd};
 

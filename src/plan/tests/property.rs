@@ -174,6 +174,7 @@ impl World {
                 })
                 .collect(),
             docker: Some(vec![DockerNetwork {
+                engine: crate::net::Engine::Docker,
                 name: "net0".into(),
                 id: "x".into(),
                 bridge: "br0".into(),
@@ -191,6 +192,7 @@ impl World {
                     .collect(),
             }]),
             skipped: vec![],
+            engines: Vec::new(),
         }
     }
 
