@@ -14,6 +14,7 @@
 
 mod free;
 mod io;
+mod podman;
 mod pools;
 mod render;
 #[cfg(test)]
@@ -25,7 +26,7 @@ pub use pools::{daemon_json_text, docker_defaults, Pool};
 pub use render::render_text;
 
 use crate::cidr::{is_default_or_half, Prefix};
-use crate::net::{DockerNetwork, Facts};
+use crate::net::{DockerNetwork, Engine, Facts};
 use crate::plan::{LocalNetwork, Plan};
 use ipnet::IpNet;
 use serde::Serialize;
@@ -51,7 +52,8 @@ pub enum Owner {
     Compose,
     /// A Docker network made by hand: `docker network rm` and `create --subnet`.
     Network,
-    /// Docker's default bridge (docker0): `bip` / `fixed-cidr-v6` in daemon.json.
+    /// The engine's default network: Docker's docker0 (`bip` / `fixed-cidr-v6` in daemon.json),
+    /// Podman's `podman` (`default_subnet` in containers.conf).
     DefaultBridge,
     /// A bridge Docker does not describe (libvirt, LXD, or Docker not reachable).
     Bridge,
@@ -60,8 +62,11 @@ pub enum Owner {
 /// One local network to move.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NetworkFix {
-    /// The Docker network's name; `None` for a bridge Docker does not describe.
+    /// The engine network's name; `None` for a bridge no engine describes.
     pub name: Option<String>,
+    /// The engine that describes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
     /// The Linux bridge.
     pub bridge: String,
     /// The compose project.
@@ -104,6 +109,12 @@ pub struct Suggestion {
     pub daemon_json: Value,
     /// Whether `daemon_json` differs from the existing one.
     pub daemon_json_changed: bool,
+    /// The engines the advice is for (Docker's daemon.json only where Docker answered, or where
+    /// no engine did).
+    pub engines: Vec<Engine>,
+    /// The `[network]` block for Podman's containers.conf, when Podman answered and its pools or
+    /// default network must move.
+    pub containers_conf: Option<String>,
     /// What to do, in order.
     pub steps: Vec<String>,
     /// Caveats and what could not be proposed.
@@ -115,30 +126,48 @@ pub fn suggest(input: &SuggestInput) -> Suggestion {
     let facts = input.facts;
     let mut notes = Vec::new();
     let prefer = preferred(&input.prefer, &mut notes);
-    let mut taken = Taken::new(avoid_everything(facts));
+    let podman_here = facts.engines.contains(&Engine::Podman);
+    let docker_here = facts.engines.is_empty() || facts.engines.contains(&Engine::Docker);
+    let reserved = if podman_here { podman::reserved() } else { Vec::new() };
+    let mut taken = Taken::new(avoid_everything(facts).into_iter().chain(reserved));
     let mut networks = collect(facts, input.plan);
     for fix in &mut networks {
         propose(fix, facts, &mut taken, &prefer, &mut notes);
     }
     let moved: Vec<Prefix> = networks.iter().filter_map(|f| f.proposed).map(Prefix::from).collect();
     let trim = Taken::new(avoid_for_pools(facts).into_iter().chain(moved));
-    let configured = pools::configured(input.daemon_json.as_ref(), &mut notes);
-    let pool_plan = pools::propose(configured, &trim, &taken, &prefer, &candidate_ranges(false, 16, &prefer));
-    // Unchanged pools stay exactly as the file has them.
-    let write_pools = pool_plan.changed.then_some(pool_plan.pools.as_slice());
-    let docker0 = default_bridge(&networks);
-    let daemon_json = pools::merge(input.daemon_json.as_ref(), write_pools, &docker0, &mut notes);
+    let search = candidate_ranges(false, 16, &prefer);
     let existing = input.daemon_json.clone().unwrap_or_else(|| Value::Object(Default::default()));
+    let (mut daemon_json, mut default_address_pools) = (existing.clone(), Vec::new());
+    let docker0 = default_bridge(&networks);
+    if docker_here {
+        let configured = pools::configured(input.daemon_json.as_ref(), &mut notes);
+        let pool_plan = pools::propose(configured, &trim, &taken, &prefer, &search);
+        // Unchanged pools stay exactly as the file has them.
+        let write_pools = pool_plan.changed.then_some(pool_plan.pools.as_slice());
+        daemon_json = pools::merge(input.daemon_json.as_ref(), write_pools, &docker0, &mut notes);
+        default_address_pools = pool_plan.pools;
+    }
     let daemon_json_changed = daemon_json != existing;
+    let containers_conf = podman_here.then(|| {
+        let pool_plan = pools::propose(Some(podman::default_pools()), &trim, &taken, &prefer, &search);
+        podman::conf_block(pool_plan.changed.then_some(pool_plan.pools.as_slice()), &networks)
+    });
+    let containers_conf = containers_conf.flatten();
     let compose = render::compose_blocks(facts, &networks, &mut notes);
-    let steps = render::steps(facts, &networks, &compose, daemon_json_changed);
+    let mut steps = render::steps(facts, &networks, &compose, daemon_json_changed);
+    if containers_conf.is_some() {
+        steps.insert(usize::from(daemon_json_changed), podman::conf_step(&networks));
+    }
     notes.extend(render::caveats(facts, &networks, daemon_json_changed, docker0.bip.is_some()));
     Suggestion {
         networks,
         compose,
-        default_address_pools: pool_plan.pools,
+        default_address_pools,
         daemon_json,
         daemon_json_changed,
+        engines: facts.engines.clone(),
+        containers_conf,
         steps,
         notes,
     }
@@ -225,12 +254,14 @@ fn new_fix(facts: &Facts, l: &LocalNetwork, push: IpNet) -> NetworkFix {
     let docker = facts.network_on(&l.dev);
     let owner = match docker {
         None => Owner::Bridge,
-        Some(n) if n.name == "bridge" => Owner::DefaultBridge,
+        // Podman's compatible API calls its default network `bridge` too (libpod: `podman`).
+        Some(n) if n.name == "bridge" || (n.engine == Engine::Podman && n.name == "podman") => Owner::DefaultBridge,
         Some(n) if n.compose_project.is_some() => Owner::Compose,
         Some(_) => Owner::Network,
     };
     NetworkFix {
         name: docker.map(|n| n.name.clone()),
+        engine: docker.map(|n| n.engine),
         bridge: l.dev.clone(),
         compose_project: docker.and_then(|n| n.compose_project.clone()),
         compose_network: docker.and_then(compose_key),
@@ -309,7 +340,8 @@ fn moved(block: IpNet, old: Prefix, new: Prefix) -> Option<IpNet> {
 /// docker0's `bip` and `fixed-cidr-v6` from the default bridge's proposed subnets.
 fn default_bridge(networks: &[NetworkFix]) -> pools::DefaultBridge {
     let mut d = pools::DefaultBridge::default();
-    for f in networks.iter().filter(|f| f.owner == Owner::DefaultBridge) {
+    let docker0 = |f: &&NetworkFix| f.owner == Owner::DefaultBridge && f.engine != Some(Engine::Podman);
+    for f in networks.iter().filter(docker0) {
         match f.proposed {
             Some(IpNet::V4(n)) => {
                 let gw = std::net::Ipv4Addr::from(u32::from(n.network()).wrapping_add(1));

@@ -2,15 +2,18 @@
 //! a person reads. Pure; every line is built from the suggestion's own values.
 
 use super::{ComposeFix, NetworkFix, Owner, Suggestion};
-use crate::net::{DockerNetwork, Facts};
+use crate::net::{DockerNetwork, Engine, Facts};
 use ipnet::IpNet;
 use std::fmt::{self, Write};
 
-/// How messages name a network: `docker network milvus_default`, `bridge virbr0`.
+/// How messages name a network: `docker network milvus_default`, `podman network pdtnet`,
+/// `bridge virbr0`.
 pub fn owner_name(f: &NetworkFix) -> String {
+    let engine = f.engine.unwrap_or_default();
     match (&f.name, f.owner) {
+        (_, Owner::DefaultBridge) if engine == Engine::Podman => format!("Podman's default network on {}", f.bridge),
         (_, Owner::DefaultBridge) => format!("Docker's default bridge {}", f.bridge),
-        (Some(n), _) => format!("docker network {n}"),
+        (Some(n), _) => format!("{engine} network {n}"),
         (None, _) => format!("bridge {}", f.bridge),
     }
 }
@@ -111,8 +114,12 @@ pub fn steps(facts: &Facts, networks: &[NetworkFix], compose: &[ComposeFix], dae
         ));
     }
     for c in compose {
+        let podman = networks
+            .iter()
+            .any(|f| f.compose_project.as_deref() == Some(&c.project) && f.engine == Some(Engine::Podman));
+        let tool = if podman { "podman-compose" } else { "docker compose" };
         steps.push(format!(
-            "compose project \"{}\": merge its `networks:` block above into the project's docker-compose.yml, then in the project's directory `docker compose down && docker compose up -d` (down removes the network, up creates it on the new subnet)",
+            "compose project \"{}\": merge its `networks:` block above into the project's docker-compose.yml, then in the project's directory `{tool} down && {tool} up -d` (down removes the network, up creates it on the new subnet)",
             c.project
         ));
     }
@@ -134,13 +141,14 @@ pub fn steps(facts: &Facts, networks: &[NetworkFix], compose: &[ComposeFix], dae
     steps
 }
 
-/// `docker network rm` and `create` for a Docker network compose does not manage.
+/// `docker network rm` and `create` (or Podman's) for an engine network compose does not manage.
 fn recreate_step(facts: &Facts, networks: &[NetworkFix], f: &NetworkFix) -> String {
     let name = f.name.as_deref().unwrap_or_default();
-    let docker = facts.docker.iter().flatten().find(|n| n.name == name);
+    let engine = f.engine.unwrap_or_default();
+    let docker = facts.docker.iter().flatten().find(|n| n.name == name && n.engine == engine);
     let subnets =
         docker.map(|n| layout(n, networks)).unwrap_or_else(|| vec![(f.proposed.expect("proposed"), f.ip_range)]);
-    let mut create = String::from("docker network create");
+    let mut create = format!("{engine} network create");
     if subnets.iter().any(|(s, _)| s.addr().is_ipv6()) {
         create.push_str(" --ipv6");
     }
@@ -154,14 +162,14 @@ fn recreate_step(facts: &Facts, networks: &[NetworkFix], f: &NetworkFix) -> Stri
         0 => String::new(),
         _ => format!("disconnect its containers ({}) first and reconnect them after; ", f.containers.join(", ")),
     };
-    format!("docker network {name}: {containers}`docker network rm {name} && {create} {name}`, adding any other option it was created with")
+    format!("{engine} network {name}: {containers}`{engine} network rm {name} && {create} {name}`, adding any other option it was created with")
 }
 
 /// The caveats that apply to this suggestion.
 pub fn caveats(facts: &Facts, networks: &[NetworkFix], daemon_changed: bool, bip: bool) -> Vec<String> {
     let mut notes = Vec::new();
     if facts.docker.is_none() && !networks.is_empty() {
-        notes.push("Docker could not be asked: bridges are named by device only, and the pools come from the kernel's routes and the VPN's pushes".into());
+        notes.push("no container engine could be asked: bridges are named by device only, and Docker's pools come from the kernel's routes and the VPN's pushes".into());
     }
     if daemon_changed {
         notes.push("default-address-pools apply only to networks created after the restart; existing networks keep their subnets until removed and recreated".into());
@@ -192,11 +200,23 @@ pub fn render_text(s: &Suggestion) -> String {
     for c in &s.compose {
         let _ = write!(out, "\n{}", c.yaml);
     }
+    let docker = s.engines.is_empty() || s.engines.contains(&Engine::Docker);
     if s.daemon_json_changed {
         let json = super::pools::daemon_json_text(&s.daemon_json);
         let _ = write!(out, "\n# /etc/docker/daemon.json (address pools clear of every VPN route)\n{json}");
-    } else {
+    } else if docker {
         out.push_str("\ndaemon.json: Docker's address pools already stay clear of every VPN route; no change\n");
+    }
+    match &s.containers_conf {
+        Some(block) => {
+            let _ = write!(out, "\n{block}");
+        }
+        None if s.engines.contains(&Engine::Podman) => {
+            out.push_str(
+                "\ncontainers.conf: Podman's address pools already stay clear of every VPN route; no change\n",
+            );
+        }
+        None => {}
     }
     if !s.steps.is_empty() {
         out.push_str("\nsteps:\n");

@@ -285,7 +285,7 @@ fn without_docker_bridges_are_named_by_device_and_pools_still_proposed() {
     assert_eq!(moves(&s), ["172.20.0.0/16 -> 172.18.0.0/16"]);
     assert_eq!((s.networks[0].owner, s.networks[0].name.as_deref()), (Owner::Bridge, None));
     assert!(s.daemon_json_changed && !s.default_address_pools.is_empty());
-    assert!(s.notes.iter().any(|n| n.starts_with("Docker could not be asked")));
+    assert!(s.notes.iter().any(|n| n.starts_with("no container engine could be asked")));
     assert!(s.steps.iter().any(|n| n.starts_with("bridge br-milvus: move 172.20.0.0/16 to 172.18.0.0/16")));
 }
 
@@ -444,4 +444,53 @@ fn a_project_with_two_dual_stack_networks_gets_each_once() {
     assert_eq!(yaml.matches("  back:").count() + yaml.matches("  default:").count(), 2, "{yaml}");
     assert_eq!(yaml.matches("- subnet:").count(), 4, "{yaml}");
     assert!(yaml.find("  back:").unwrap() < yaml.find("  default:").unwrap());
+}
+
+/// The seed laptop with its network described by Podman instead of Docker.
+fn podman_seed(push: &str) -> Facts {
+    let mut facts = seed();
+    facts.pushes = vec![crate::net::Push { dst: net(push), gateway: None, metric: None, origin: "t".into() }];
+    for n in facts.docker.iter_mut().flatten() {
+        n.engine = crate::net::Engine::Podman;
+    }
+    facts.docker.as_mut().unwrap().retain(|n| n.bridge == "br-milvus");
+    facts.docker.as_mut().unwrap()[0].compose_project = None;
+    facts.engines = vec![crate::net::Engine::Podman];
+    facts
+}
+
+#[test]
+fn podman_users_get_podmans_commands_and_no_daemon_json() {
+    let s = run(&podman_seed("172.20.0.0/16"), &[], None);
+    assert_eq!(s.networks[0].engine, Some(crate::net::Engine::Podman));
+    assert!(!s.daemon_json_changed && s.default_address_pools.is_empty(), "no Docker here: no daemon.json");
+    let step = s.steps.iter().find(|t| t.starts_with("podman network ")).expect("a podman step");
+    assert!(
+        step.contains("`podman network rm ") && step.contains("podman network create --subnet 172.18.0.0/16"),
+        "{step}"
+    );
+    assert!(s.steps.iter().all(|t| !t.contains("docker") && !t.contains("daemon.json")), "{:?}", s.steps);
+    let text = render_text(&s);
+    assert!(
+        text.contains("containers.conf: Podman's address pools already stay clear") && !text.contains("daemon.json"),
+        "{text}"
+    );
+}
+
+#[test]
+fn podmans_pools_move_off_a_vpn_route_and_proposals_avoid_them() {
+    // The office pushes 10.64.0.0/10: Podman's pools from 10.89.0.0/16 up collide.
+    let mut facts = podman_seed("10.64.0.0/10");
+    facts.pushes.push(crate::net::Push { dst: net("172.20.0.0/16"), gateway: None, metric: None, origin: "t".into() });
+    let s = run(&facts, &["10.0.0.0/8"], None);
+    let conf = s.containers_conf.as_deref().expect("a containers.conf block");
+    assert!(conf.contains("default_subnet_pools = [") && !conf.contains("10.96.0.0/11"), "{conf}");
+    let proposed = Prefix::from(s.networks[0].proposed.unwrap());
+    for r in crate::suggest::podman::reserved() {
+        assert!(!r.overlaps(proposed), "{proposed} lies in Podman's own {r}");
+    }
+    assert!(s
+        .steps
+        .iter()
+        .any(|t| t.starts_with("merge the [network] block above into /etc/containers/containers.conf")));
 }
