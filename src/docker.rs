@@ -366,4 +366,29 @@ mod tests {
         assert_eq!(names(&["/x/y"]), Some("x/y".into()), "no plain name: the first, as it is");
         assert_eq!(names(&[]), None);
     }
+
+    /// A snapshot's docker.json marks Podman's networks and reads back the same; Docker's
+    /// objects are `docker network inspect`'s, unmarked.
+    #[test]
+    fn the_engine_is_kept_in_a_bundle() {
+        let text = r#"[{"Name":"pdtnet","Id":"9a","Driver":"bridge","Engine":"podman"},{"Name":"milvus","Id":"7b"}]"#;
+        let list: Vec<EngineNetwork> = serde_json::from_str(text).unwrap();
+        assert_eq!((list[0].engine, list[1].engine), (Engine::Podman, Engine::Docker));
+        assert_eq!(list[0].inspect.name.as_deref(), Some("pdtnet"));
+        let back = serde_json::to_string(&list).unwrap();
+        assert!(back.contains(r#""Engine":"podman""#) && back.matches("Engine").count() == 1, "{back}");
+        let mut skipped = Vec::new();
+        let n = from_inspect(&list[0], &mut skipped).unwrap();
+        assert_eq!((n.engine, n.bridge.as_str()), (Engine::Podman, "br-9a"), "no name given: the guess, a hint only");
+    }
+
+    #[test]
+    fn engines_are_docker_host_alone_or_every_usual_socket_there() {
+        let none = |_: &Path| false;
+        let all = |_: &Path| true;
+        assert_eq!(engine_hosts(Some("tcp://10.0.0.1:2375"), all), ["tcp://10.0.0.1:2375"]);
+        assert_eq!(engine_hosts(None, all), ["unix:///var/run/docker.sock", "unix:///run/podman/podman.sock"]);
+        assert_eq!(engine_hosts(Some(""), |p: &Path| p.ends_with("podman.sock")), ["unix:///run/podman/podman.sock"]);
+        assert!(engine_hosts(None, none).is_empty());
+    }
 }
