@@ -12,7 +12,9 @@
 //!   172.20.5.10 into the tunnel, which is what users saw before;
 //! - manual mode: `vpnfix plan` with no flags and no hook environment plans the routes the
 //!   kernel has through tun0 (not its default half), as `--dev tun0 --route …` does; with no
-//!   tunnel up it says so in one line, and `suggest --route` still proposes a move.
+//!   tunnel up it says so in one line, and `suggest --route` still proposes a move;
+//! - `suggest` gives Podman's commands (`podman network rm/create`) and no Docker advice;
+//! - with no `DOCKER_HOST`, Docker's and Podman's usual sockets are both asked.
 //!
 //! Everything lives in namespaces made here; Podman, its containers and directories are removed
 //! by drop guards even when an assertion fails.
@@ -270,4 +272,52 @@ fn manual_mode_reads_tunnels_and_pushes_from_the_kernel() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("bridge br-test 172.20.0.0/16") && text.contains("move it to"), "{text}");
+}
+
+/// With no `DOCKER_HOST`, Docker's and Podman's usual sockets are both asked, at once: the plan
+/// knows the networks and containers of each engine. vpnfix runs in a private mount namespace
+/// whose `/run` holds the two test engines' sockets at `/var/run/docker.sock` and
+/// `/run/podman/podman.sock`; the machine's `/run` is never touched.
+#[test]
+fn docker_and_podman_are_both_found_at_their_usual_sockets() {
+    if !root_or_skip("docker_and_podman_are_both_found_at_their_usual_sockets") {
+        return;
+    }
+    let mut ns = Netns::new();
+    ns.tun("tun0");
+    let podman = Podman::start(&ns.name, Backend::Netavark);
+    podman.network_create("pdtnet", "172.20.0.0/16", None);
+    podman.run("pdt-c1", "pdtnet", None);
+    let docker = common::Dockerd::start(&ns);
+    docker.import_busybox("local/busybox");
+    docker.docker(&["network", "create", "--subnet", "172.21.0.0/16", "dknet"]);
+    docker.docker(&["run", "-d", "--network", "dknet", "--name", "dk-c1", "local/busybox", "sleep", "3600"]);
+    let script = format!(
+        "mount -n -t tmpfs tmpfs /run && mkdir -p /run/podman && touch /run/docker.sock /run/podman/podman.sock \
+         && mount -n --bind {} /var/run/docker.sock && mount -n --bind {} /run/podman/podman.sock \
+         && exec env -i {} plan --json --dev tun0 --route 172.16.0.0/12",
+        docker.sock().display(),
+        podman.sock().display(),
+        common::vpnfix_bin()
+    );
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", ns.name))
+        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "both engines answered");
+    let json = stdout(&out);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let mut seen: Vec<String> = v["conflicts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{json}"))
+        .iter()
+        .map(|c| {
+            let l = &c["local"];
+            format!("{} {} {}", l["engine"].as_str().unwrap_or("-"), l["network"], l["containers"][0]["name"])
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["docker \"dknet\" \"dk-c1\"", "podman \"pdtnet\" \"pdt-c1\""], "{json}");
 }
