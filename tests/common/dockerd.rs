@@ -214,17 +214,7 @@ impl Dockerd {
 
     /// Mount points at or below our directory, deepest first (from /proc/self/mountinfo).
     fn mounts_below(&self) -> Vec<String> {
-        let marker = self.dir.display().to_string();
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut v: Vec<String> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(|m| m.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"))
-            .filter(|m| m == &marker || m.starts_with(&format!("{marker}/")))
-            .collect();
-        v.sort();
-        v.reverse();
-        v
+        super::mounts_below(&self.dir)
     }
 }
 

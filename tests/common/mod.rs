@@ -56,6 +56,22 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// Mount points at or below `dir` as this process sees them, deepest first (from
+/// /proc/self/mountinfo, whose octal escapes are undone): what a drop guard unmounts.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let marker = dir.display().to_string();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| m.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"))
+        .filter(|m| m == &marker || m.starts_with(&format!("{marker}/")))
+        .collect();
+    v.sort();
+    v.reverse();
+    v
+}
+
 /// The vpnfix binary under test.
 pub fn vpnfix_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vpnfix")
