@@ -117,10 +117,14 @@ async fn inspect_one(host: &str) -> Result<EngineAnswer, DockerError> {
     // version is pinned in Cargo.toml and tests/netns_docker.rs checks the request lines), so
     // every engine, old or new, answers in its own API version. Asking `/version` first would cost a round trip, and
     // on Docker 20.10 the slowest one (it asks containerd and runc for theirs: 5-6 ms).
-    // Podman's own network list is asked alongside: it tells Podman from Docker (which has no
-    // such path) and names each network's bridge, which its compatible answer leaves out.
-    let (networks, libpod) = tokio::join!(networks(&docker, host), libpod::networks(host));
-    let mut networks = networks?;
+    // Podman's compatible answer names no bridge; its own network list does, and answering it
+    // at all tells Podman from Docker (which has no such path). It is asked only when the
+    // compatible answer looks like Podman's, so Docker's route-up pays no extra round trip.
+    let mut networks = networks(&docker, host).await?;
+    let libpod = match libpod::looks_like_podman(&networks) {
+        true => libpod::networks(host).await,
+        false => None,
+    };
     let engine = if libpod.is_some() { Engine::Podman } else { Engine::Docker };
     if let Some(list) = &libpod {
         libpod::name_bridges(&mut networks, list);

@@ -285,12 +285,12 @@ fn a_dead_or_hung_docker_socket_gives_one_warning_and_kernel_facts() {
 }
 
 /// An engine of another API version (here one that refuses this machine's 1.41) is asked the
-/// same requests at once, networks and containers together (and Podman's own network list,
-/// which Docker refuses), and what it says is joined as `docker network inspect` would show it:
+/// same two requests at once, networks and containers together (its answer does not look like
+/// Podman's, so Podman's own network list is not asked), and what it says is joined as `docker network inspect` would show it:
 /// named network, compose project, kept container.
 #[test]
-fn a_docker_engine_of_another_api_version_is_understood_in_one_round_trip() {
-    if !root_or_skip("a_docker_engine_of_another_api_version_is_understood_in_one_round_trip") {
+fn a_docker_engine_of_another_api_version_is_understood_in_two_requests() {
+    if !root_or_skip("a_docker_engine_of_another_api_version_is_understood_in_two_requests") {
         return;
     }
     let ns = bridge_host();
@@ -321,10 +321,8 @@ fn a_docker_engine_of_another_api_version_is_understood_in_one_round_trip() {
             "GET /containers/json?all=false&size=false HTTP/1.1",
             "GET /networks HTTP/1.1",
             "GET /networks HTTP/1.1",
-            "GET /v4.0.0/libpod/networks/json HTTP/1.0",
-            "GET /v4.0.0/libpod/networks/json HTTP/1.0",
         ],
-        "two runs, each one network list, one container list and Podman's network list, no version request"
+        "two runs, each one network list and one container list, no version request"
     );
 }
 

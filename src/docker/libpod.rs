@@ -2,6 +2,7 @@
 //! each network's bridge (`network_interface`; Podman 4.x answers `"Options": {}` where moby
 //! names it). An answer at all also tells Podman from Docker, which has no such path.
 //!
+//! It is asked only when the compatible answer looks like Podman's ([`looks_like_podman`]).
 //! One plain HTTP/1.0 GET on the engine's socket, read to the end: bollard has no libpod calls,
 //! and HTTP/1.0 keeps the answer free of chunked encoding (Go's server closes the connection
 //! instead). Any failure means "not Podman, or not telling": the compatible answer still stands.
@@ -35,6 +36,14 @@ pub struct LibpodNetwork {
 pub async fn networks(host: &str) -> Option<Vec<LibpodNetwork>> {
     let body = get(host, PATH).await?;
     serde_json::from_slice(&body).ok()
+}
+
+/// Whether a compatible network list looks like Podman's: Podman describes every network's
+/// address management as `"IPAM": {"Options": {"driver": "host-local"}}` (or `dhcp`), and
+/// always lists its default network; moby leaves the IPAM options empty.
+pub fn looks_like_podman(networks: &[NetworkInspect]) -> bool {
+    let ipam_driver = |n: &NetworkInspect| n.ipam.as_ref()?.options.as_ref()?.get("driver").cloned();
+    networks.iter().any(|n| ipam_driver(n).is_some())
 }
 
 /// Sets each network's bridge name (moby's option key, so bundles carry it the same way) from
@@ -82,6 +91,16 @@ mod tests {
         assert_eq!(body_of_ok(b"HTTP/1.0 404 Not Found\r\n\r\n{\"message\":\"page not found\"}"), None);
         assert_eq!(body_of_ok(b"HTTP/1.0 200 OK\r\n"), None, "cut off before the body");
         assert_eq!(body_of_ok(b""), None);
+    }
+
+    #[test]
+    fn podmans_compatible_answer_is_told_from_dockers() {
+        let list = |json: &str| serde_json::from_str::<Vec<NetworkInspect>>(json).unwrap();
+        let podman = r#"[{"Name":"bridge","IPAM":{"Driver":"default","Options":{"driver":"host-local"},"Config":[]}}]"#;
+        let docker = r#"[{"Name":"bridge","IPAM":{"Driver":"default","Options":null,"Config":[]}},{"Name":"host"}]"#;
+        assert!(looks_like_podman(&list(podman)));
+        assert!(!looks_like_podman(&list(docker)));
+        assert!(!looks_like_podman(&[]));
     }
 
     #[test]
