@@ -6,7 +6,8 @@
 use crate::cidr::{bits_ip, Prefix};
 use crate::kernel::{Added, Deleted, KernelError, RouteGet, RouteSpec, IN_FLIGHT, MAIN_TABLE};
 use crate::net::{Link, Push, Route};
-use crate::plan::{Plan, PlannedRoute};
+use crate::plan::Plan;
+use crate::reconcile;
 use crate::state::{Entry, State, StateDir, StateError, Status, VERSION};
 use futures::stream::{FuturesOrdered, StreamExt};
 use log::{info, warn};
@@ -57,8 +58,8 @@ pub enum ApplyError {
     /// The state could not be kept.
     #[error(transparent)]
     State(#[from] StateError),
-    /// A connect stopped at a hard failure; what was added before it is recorded.
-    #[error("connect stopped after {added} of {planned} routes (those are recorded; `vpnfix cleanup` removes them)")]
+    /// A connect stopped at a hard failure; what it added before is recorded.
+    #[error("connect stopped after adding {added} of the {planned} routes it wants (what is in the kernel is recorded; `vpnfix cleanup` removes it)")]
     Stopped {
         /// Routes in the kernel and the state.
         added: usize,
@@ -81,14 +82,12 @@ pub struct Installed {
     pub blocked: usize,
     /// Routes the kernel does not pick as planned after all (route get disagrees).
     pub unverified: usize,
+    /// Routes of ours deleted: no longer wanted, or stale.
+    pub removed: usize,
 }
 
 fn spec(dst: ipnet::IpNet, dev: &str, gateway: Option<IpAddr>, proto: u8) -> RouteSpec {
     RouteSpec { dst, dev: dev.to_string(), gateway, table: MAIN_TABLE, protocol: proto }
-}
-
-fn of_route(r: &Route) -> Option<RouteSpec> {
-    Some(spec(r.dst, r.dev.as_deref()?, r.gateway, r.protocol.0))
 }
 
 /// Removes vpnfix's stale routes before a connect of `tunnel`: those on `tunnel` itself, and
@@ -113,8 +112,11 @@ pub async fn sweep<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str, proto: u8) -
             Err(e) => warn!("{e}"),
         }
     }
-    let stale: Vec<RouteSpec> =
-        own.iter().filter_map(of_route).filter(|r| !others.contains(&r.dev) && !claimed.contains(r)).collect();
+    let stale: Vec<RouteSpec> = own
+        .iter()
+        .filter_map(RouteSpec::of_route)
+        .filter(|r| !others.contains(&r.dev) && !claimed.contains(r))
+        .collect();
     let (mut removed, mut failure) = (0, None);
     let start = |r| {
         info!("removing stale {r}: left by an earlier vpnfix run");
@@ -138,59 +140,154 @@ pub async fn sweep<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str, proto: u8) -
     Ok(removed)
 }
 
-/// Records the plan as intent, adds every route, verifies each with route get, and records
-/// what really happened. Stops at the first hard failure, leaving a true record.
-///
-/// Adds are pipelined ([`IN_FLIGHT`] at a time), each logged just before its request is made.
-/// After a hard failure no further add is sent; those already in flight are awaited, and what
-/// the kernel acknowledged of them is recorded too.
-pub async fn install<K: Netlink>(
+/// Connects a tunnel as a reconcile of `table` (the kernel's main table as gathered, vpnfix's
+/// own routes included) with `plan`: what the plan wants and the kernel has stays untouched;
+/// the intent is recorded; missing routes are added (a route of ours with the same destination
+/// freed first), then the ones no longer wanted or claimed by no live tunnel are deleted; the
+/// kernel's answer is checked for each recorded block, and what is really there recorded. A
+/// repeated connect with nothing changed sends no route change at all. Stops at the first hard
+/// failure, leaving a true record.
+pub async fn reconcile<K: Netlink>(
     k: &K,
     dir: &StateDir,
     plan: &Plan,
     pushes: &[Push],
+    table: &[Route],
+    links: &[Link],
     proto: u8,
 ) -> Result<Installed, ApplyError> {
-    let todo: Vec<(&PlannedRoute, RouteSpec)> =
-        plan.add.iter().map(|r| (r, spec(r.dst, &r.dev, r.gateway, proto))).collect();
-    let mut state = State {
-        version: VERSION,
-        tunnel: plan.tunnel.clone(),
-        pushes: pushes.to_vec(),
-        routes: todo.iter().map(|(_, route)| Entry { route: route.clone(), status: Status::Pending }).collect(),
+    let tunnel = plan.tunnel.as_str();
+    let wanted: Vec<RouteSpec> = plan.add.iter().map(|r| spec(r.dst, &r.dev, r.gateway, proto)).collect();
+    let old = match dir.read(tunnel) {
+        Ok(s) => s.map(|s| s.routes).unwrap_or_default(),
+        Err(e @ StateError::Corrupt { .. }) => {
+            warn!("{e}");
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
     };
-    dir.write(&state)?;
-    let mut done = Installed::default();
+    let mine = reconcile::Mine { tunnel, recorded: old.iter().map(|e| e.route.clone()).collect() };
+    let others = claims(dir, tunnel, links)?;
+    let own = reconcile::own_routes(table, proto);
+    let changes = reconcile::diff(&own, &wanted, &mine, &others);
+    let status_of = |r: &RouteSpec| old.iter().find(|e| e.route == *r).map_or(Status::Present, |e| e.status);
+    let entry = |route: &RouteSpec, status| Entry { route: route.clone(), status };
+    let mut state = State { version: VERSION, tunnel: tunnel.to_string(), pushes: pushes.to_vec(), routes: Vec::new() };
+    state.routes.extend(changes.keep.iter().map(|r| entry(r, status_of(r))));
+    state.routes.extend(changes.add.iter().map(|i| entry(&wanted[*i], Status::Pending)));
+    // Routes about to go stay recorded until they are gone: a crash in between leaves them
+    // this tunnel's, for its disconnect or the next connect.
+    let going = changes.delete_first.iter().chain(&changes.delete_after);
+    state.routes.extend(going.map(|(r, _)| entry(r, status_of(r))));
+    for r in changes.keep.iter().filter(|r| !mine.recorded.contains(*r)) {
+        info!("adopting {r}: left by an earlier vpnfix run, and wanted again");
+    }
+    if !changes.is_empty() {
+        dir.write(&state)?;
+    }
+    let mut done = Installed { present: changes.keep.len(), ..Installed::default() };
+    let mut failure = deletes(k, &changes.delete_first, &mut state, &mut done).await;
+    if failure.is_none() {
+        failure = adds(k, plan, &wanted, &changes.add, &mut state, &mut done).await;
+    }
+    if failure.is_none() {
+        failure = deletes(k, &changes.delete_after, &mut state, &mut done).await;
+    }
+    state.routes.retain(|e| e.status != Status::Pending);
+    done.unverified = verify(k, &state).await;
+    record(dir, &state)?;
+    forget_vanished(dir, tunnel, links)?;
+    match failure {
+        Some(source) => Err(ApplyError::Stopped { added: done.added, planned: wanted.len(), source }),
+        None => Ok(done),
+    }
+}
+
+/// The other live tunnels' devices and the routes their records claim.
+fn claims(dir: &StateDir, tunnel: &str, links: &[Link]) -> Result<reconcile::Claims, ApplyError> {
+    let live = |dev: &str| links.iter().any(|l| l.name == dev);
+    let mut c = reconcile::Claims::default();
+    for other in dir.tunnels()?.into_iter().filter(|t| t != tunnel && live(t)) {
+        match dir.read(&other) {
+            Ok(Some(s)) => c.routes.extend(s.routes.into_iter().map(|e| e.route)),
+            Ok(None) => {}
+            Err(e) => warn!("{e}"),
+        }
+        c.devices.insert(other);
+    }
+    Ok(c)
+}
+
+/// Removes the records of tunnels whose device is gone (their routes on it went with it; the
+/// rest were deleted as stale).
+fn forget_vanished(dir: &StateDir, tunnel: &str, links: &[Link]) -> Result<(), StateError> {
+    for gone in dir.tunnels()?.into_iter().filter(|t| t != tunnel && !links.iter().any(|l| l.name == *t)) {
+        let _lock = dir.lock(&gone)?;
+        dir.remove(&gone)?;
+    }
+    Ok(())
+}
+
+/// Adds the planned routes `todo` (indexes into `wanted` and the plan), pipelined, each logged
+/// with its reason just before its request; marks each in `state`. The first hard failure.
+async fn adds<K: Netlink>(
+    k: &K,
+    plan: &Plan,
+    wanted: &[RouteSpec],
+    todo: &[usize],
+    state: &mut State,
+    done: &mut Installed,
+) -> Option<KernelError> {
+    let mut failure = None;
+    let start = |i: &usize| {
+        info!("{}", plan.add[*i]);
+        k.add(&wanted[*i])
+    };
+    pipelined(todo, start, |n, result| {
+        let entry = state.routes.iter_mut().find(|e| e.route == wanted[todo[n]] && e.status == Status::Pending);
+        match (result, entry) {
+            (Ok(Added::Added), Some(e)) => (e.status, done.added) = (Status::Added, done.added + 1),
+            (Ok(Added::Unchanged), Some(e)) => (e.status, done.present) = (Status::Present, done.present + 1),
+            (Ok(_), None) => {}
+            (Err(e @ KernelError::Foreign { .. }), _) => {
+                warn!("{e}");
+                done.blocked += 1;
+            }
+            (Err(e), _) => return keep_first(&mut failure, e),
+        }
+        true
+    })
+    .await;
+    failure
+}
+
+/// Deletes routes of ours that are no longer wanted or are stale, pipelined, each logged with
+/// why just before its request; what is gone leaves `state`. The first hard failure.
+async fn deletes<K: Netlink>(
+    k: &K,
+    todo: &[(RouteSpec, reconcile::Why)],
+    state: &mut State,
+    done: &mut Installed,
+) -> Option<KernelError> {
     let mut failure = None;
     let start = |item| {
-        let (planned, route): &(&PlannedRoute, RouteSpec) = item;
-        info!("{planned}");
-        k.add(route)
+        let (r, why): &(RouteSpec, reconcile::Why) = item;
+        match why {
+            reconcile::Why::Unwanted => info!("removing {r}: no longer wanted"),
+            reconcile::Why::Stale => info!("removing stale {r}: left by an earlier vpnfix run"),
+        }
+        k.delete(r)
     };
-    pipelined(&todo, start, |i, result| match result {
-        Ok(Added::Added) => {
-            (state.routes[i].status, done.added) = (Status::Added, done.added + 1);
-            true
-        }
-        Ok(Added::Unchanged) => {
-            (state.routes[i].status, done.present) = (Status::Present, done.present + 1);
-            true
-        }
-        Err(e @ KernelError::Foreign { .. }) => {
-            warn!("{e}");
-            done.blocked += 1;
+    pipelined(todo, start, |n, result| match result {
+        Ok(d) => {
+            done.removed += usize::from(d == Deleted::Deleted);
+            state.routes.retain(|e| e.route != todo[n].0);
             true
         }
         Err(e) => keep_first(&mut failure, e),
     })
     .await;
-    state.routes.retain(|e| e.status != Status::Pending);
-    done.unverified = verify(k, &state).await;
-    record(dir, &state)?;
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(done),
-    }
+    failure
 }
 
 /// Records the first hard failure (and says so of any later one, which is not returned);
@@ -310,7 +407,8 @@ pub async fn remove<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str) -> Result<R
 /// Deletes every route that carries vpnfix's protocol number, whatever the state says
 /// (`cleanup --all`). Reports every failure.
 pub async fn sweep_all<K: Netlink>(k: &K, proto: u8) -> Result<Removed, ApplyError> {
-    let own: Vec<RouteSpec> = k.routes().await?.iter().filter(|r| r.protocol.0 == proto).filter_map(of_route).collect();
+    let own: Vec<RouteSpec> =
+        k.routes().await?.iter().filter(|r| r.protocol.0 == proto).filter_map(RouteSpec::of_route).collect();
     Ok(delete_all(k, &own).await.0)
 }
 

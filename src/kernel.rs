@@ -54,6 +54,14 @@ pub struct RouteSpec {
     pub protocol: u8,
 }
 
+impl RouteSpec {
+    /// The spec of a route of the table; `None` for one bound to no single device.
+    pub fn of_route(r: &crate::net::Route) -> Option<RouteSpec> {
+        let dev = r.dev.clone()?;
+        Some(RouteSpec { dst: r.dst, dev, gateway: r.gateway, table: MAIN_TABLE, protocol: r.protocol.0 })
+    }
+}
+
 impl fmt::Display for RouteSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.dst)?;

@@ -26,6 +26,7 @@ pub mod kernel;
 pub mod logging;
 pub mod net;
 pub mod plan;
+pub mod reconcile;
 pub mod report;
 pub mod run;
 pub mod state;

@@ -48,10 +48,15 @@ fn own_routes(ns: &Netns) -> Vec<String> {
 }
 
 fn connect_and_check(ns: &Netns, state: &TempDir, pushed: Pushed) {
+    let log = connect_again_and_check(ns, state, pushed);
+    assert!(log.contains("172.20.1.0/24 dev tun0: VPN side of 172.20.0.0/16, shared with bridge br-test"), "{log}");
+}
+
+/// A route-up, its log checked only for what must never be there, and the routing checked.
+fn connect_again_and_check(ns: &Netns, state: &TempDir, pushed: Pushed) -> String {
     let out = ns.vpnfix(&hook_env("route-up", state), &[]);
     assert!(out.status.success(), "{pushed:?}: {}", stderr(&out));
     let log = stderr(&out);
-    assert!(log.contains("172.20.1.0/24 dev tun0: VPN side of 172.20.0.0/16, shared with bridge br-test"), "{log}");
     assert!(!log.contains("still leaves via"), "route get must agree with every added route: {log}");
     for (addr, dev) in [
         ("172.20.2.52", "tun0"),
@@ -67,6 +72,7 @@ fn connect_and_check(ns: &Netns, state: &TempDir, pushed: Pushed) {
     ] {
         assert_eq!(ns.route_get(addr), dev, "{pushed:?}: ip route get {addr}");
     }
+    log
 }
 
 fn scenario(pushed: Pushed) {
@@ -76,8 +82,10 @@ fn scenario(pushed: Pushed) {
     connect_and_check(&ns, &state, pushed);
     let first = own_routes(&ns);
     assert_eq!(first.len(), if matches!(pushed, Pushed::Prepended) { 9 + 57 } else { 8 + 56 }, "{first:#?}");
-    // Connect twice in a row (up and route-up both configured, or a reconnect): nothing doubled.
-    connect_and_check(&ns, &state, pushed);
+    // Connect twice in a row (up and route-up both configured, or a reconnect): nothing doubled,
+    // nothing removed and added again.
+    let log = connect_again_and_check(&ns, &state, pushed);
+    assert!(!log.contains("dev tun0: VPN side") && !log.contains("removing"), "{pushed:?}: churn: {log}");
     assert_eq!(own_routes(&ns), first, "{pushed:?}: a second connect changed the routes");
     let out = ns.vpnfix(&hook_env("down", &state), &DOWN_ARGS);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -162,7 +170,7 @@ fn unprivileged_down_says_so_exits_0_and_cleanup_restores_the_table() {
 }
 
 #[test]
-fn a_vanished_tunnel_leaves_bridge_routes_that_the_next_connect_sweeps() {
+fn a_vanished_tunnel_leaves_bridge_routes_that_the_next_connect_adopts() {
     if !root_or_skip("a_vanished_tunnel") {
         return;
     }
@@ -180,7 +188,12 @@ fn a_vanished_tunnel_leaves_bridge_routes_that_the_next_connect_sweeps() {
     e.iter_mut().filter(|(k, _)| k == "dev").for_each(|(_, v)| *v = "tun1".into());
     let out = ns.vpnfix(&e, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("removing stale 172.20.0.0/24 dev br-test"), "{}", stderr(&out));
+    // tun1 wants the bridge route tun0 left: adopted as it is, neither removed nor added again.
+    let log = stderr(&out);
+    assert!(log.contains("adopting 172.20.0.0/24 dev br-test proto 86: left by an earlier vpnfix run"), "{log}");
+    assert!(!log.contains("removing stale 172.20.0.0/24") && !log.contains("172.20.0.0/24 dev br-test: "), "{log}");
+    // tun0's IPv6 bridge block was needed only against tun0's prepended fd42:20::/64: stale now.
+    assert!(log.contains("removing stale fd42:20::/120 dev br-test proto 86"), "{log}");
     assert_eq!(ns.route_get("172.20.0.2"), "br-test");
     assert_eq!(ns.route_get("172.20.2.52"), "tun1");
     let mut down = hook_env("down", &state);
@@ -249,4 +262,69 @@ fn the_live_dry_run_changes_nothing_and_explains() {
     assert_eq!(warn.lines().count(), 1, "one warning line for the dead socket: {warn}");
     assert!(warn.contains("planning with the kernel's facts only"), "{warn}");
     assert_eq!(ns.table(), before, "a dry run never changes anything");
+}
+
+/// What `ip monitor route` reports in the namespace of vpnfix's routes (protocol 86) while `f`
+/// runs: one line per change (vpnfix's route lookups change nothing and report nothing). The
+/// kernel's own notifications (a veth's link-local address finishing DAD) are not vpnfix's.
+fn route_events(ns: &Netns, f: impl FnOnce()) -> Vec<String> {
+    let mut mon = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "monitor", "route"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200)); // subscribed before the change
+    f();
+    std::thread::sleep(std::time::Duration::from_millis(300)); // the last notifications arrive
+    let _ = mon.kill();
+    let out = mon.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().lines().filter(|l| l.contains(" proto 86 ")).map(str::to_string).collect()
+}
+
+/// A second route-up with nothing changed (OpenVPN's SIGUSR1 with persist-tun, `vpnfix apply`
+/// twice) sends the kernel no route change at all, so the pushed route never captures the
+/// containers' addresses in between; when a container appears, only the difference changes,
+/// and its addresses are routed throughout.
+#[test]
+fn a_repeated_connect_changes_nothing_and_a_changed_plan_only_the_difference() {
+    if !root_or_skip("a_repeated_connect_changes_nothing") {
+        return;
+    }
+    let ns = laptop(Pushed::Prepended);
+    let state = TempDir::new("churn");
+    let before = ns.table();
+    connect_and_check(&ns, &state, Pushed::Prepended);
+    let first = ns.table();
+    let again = || {
+        let out = ns.vpnfix(&hook_env("route-up", &state), &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    assert_eq!(route_events(&ns, again), Vec::<String>::new(), "a repeated connect changed routes");
+    assert_eq!(ns.table(), first);
+    // A container appears at 172.20.9.9: 172.20.8.0/21 splits around 172.20.9.0/24, which goes
+    // to the bridge; nothing else is touched.
+    ns.ip(&["neigh", "add", "172.20.9.9", "lladdr", "02:42:ac:14:09:09", "dev", "br-test", "nud", "permanent"]);
+    let events = route_events(&ns, again);
+    let mut changed: Vec<String> = events.iter().map(|l| l.split(" proto").next().unwrap().to_string()).collect();
+    changed.sort();
+    assert_eq!(
+        changed,
+        [
+            "172.20.10.0/23 dev tun0",
+            "172.20.12.0/22 dev tun0",
+            "172.20.8.0/24 dev tun0",
+            "172.20.9.0/24 dev br-test",
+            "Deleted 172.20.8.0/21 dev tun0",
+        ],
+        "{events:#?}"
+    );
+    let add_at = |dst: &str| events.iter().position(|l| l.starts_with(dst)).unwrap();
+    let del_at = events.iter().position(|l| l.starts_with("Deleted")).unwrap();
+    assert!(add_at("172.20.8.0/24") < del_at, "adds before the delete: every address stays routed");
+    assert_eq!(ns.route_get("172.20.9.9"), "br-test");
+    assert_eq!(ns.route_get("172.20.8.1"), "tun0");
+    let out = ns.vpnfix(&hook_env("down", &state), &DOWN_ARGS);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ns.ip(&["neigh", "del", "172.20.9.9", "dev", "br-test"]);
+    assert_eq!(ns.table(), before, "down must leave the table exactly as before");
 }

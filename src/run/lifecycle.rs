@@ -63,7 +63,8 @@ fn report_removed(r: apply::Removed) -> usize {
     r.failed.len()
 }
 
-/// Sweep, gather, plan, install, for one tunnel; returns a one-line summary.
+/// Gather (vpnfix's own routes included), plan, reconcile, for one tunnel; returns a one-line
+/// summary.
 fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
     let dev = input.tunnel.dev.clone();
     runtime().block_on(async {
@@ -75,7 +76,6 @@ fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
         }
         let dir = StateDir::open(&config.state_dir)?;
         let _lock = dir.lock(&dev)?;
-        apply::sweep(&k, &dir, &dev, config.proto).await?;
         let g = gather(&k, config, input).await?;
         if !g.links.iter().any(|l| l.name == dev) {
             return Err(Error::NoTunnel(dev.clone()));
@@ -87,10 +87,10 @@ fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
         for n in &p.notes {
             info!("{n}");
         }
-        let done = apply::install(&k, &dir, &p, &g.pushes, config.proto).await?;
+        let done = apply::reconcile(&k, &dir, &p, &g.pushes, &g.routes, &g.links, config.proto).await?;
         Ok(format!(
-            "{dev}: {} route(s) added, {} already there, {} blocked by foreign routes, {} not verified",
-            done.added, done.present, done.blocked, done.unverified
+            "{dev}: {} route(s) added, {} already there, {} removed, {} blocked by foreign routes, {} not verified",
+            done.added, done.present, done.removed, done.blocked, done.unverified
         ))
     })
 }
