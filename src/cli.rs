@@ -107,7 +107,7 @@ pub struct ExplainArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Only this tunnel.
-    #[arg(long, value_name = "DEV")]
+    #[arg(long, value_name = "DEV", value_parser = ifname)]
     pub dev: Option<String>,
     /// Print one JSON object `{"tunnels": […]}` instead of text.
     #[arg(long)]
@@ -139,7 +139,7 @@ pub const COMMANDS: &[&str] =
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
     /// Only this tunnel's recorded routes (default: every recorded tunnel).
-    #[arg(long, value_name = "DEV")]
+    #[arg(long, value_name = "DEV", value_parser = ifname)]
     pub dev: Option<String>,
     /// Also remove every route carrying vpnfix's protocol number, recorded or not.
     #[arg(long, conflicts_with = "dev")]
@@ -170,8 +170,9 @@ pub struct PlanArgs {
 /// Overrides of the hook environment and the configuration.
 #[derive(Debug, Args, Default)]
 pub struct Selection {
-    /// The tunnel device (default: `dev` from the hook environment).
-    #[arg(long, value_name = "DEV")]
+    /// The tunnel device (default: `dev` from the hook environment, else every VPN tunnel that
+    /// is up).
+    #[arg(long, value_name = "DEV", value_parser = ifname)]
     pub dev: Option<String>,
     /// A pushed route; repeat for more. Replaces the environment's pushed routes.
     #[arg(long = "route", value_name = "CIDR")]
@@ -188,6 +189,15 @@ pub struct Selection {
     /// The most routes to add for one tunnel (overrides VPNFIX_MAX_ROUTES).
     #[arg(long, value_name = "N")]
     pub max_routes: Option<usize>,
+}
+
+/// A device name as the kernel accepts it ([`crate::net::valid_ifname`]); it may name a state
+/// file, so nothing else gets through.
+fn ifname(s: &str) -> Result<String, String> {
+    match crate::net::valid_ifname(s) {
+        true => Ok(s.to_string()),
+        false => Err("not a device name (1-15 characters, no '/', ':' or white space, not '.' or '..')".into()),
+    }
 }
 
 /// `--policy` values.

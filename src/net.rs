@@ -122,6 +122,18 @@ impl fmt::Display for Route {
     }
 }
 
+/// Whether `name` is a name the kernel accepts for a device (`dev_valid_name`): 1–15 bytes, no
+/// `/`, `:` or whitespace, not `.` or `..`. Every device name vpnfix is given, by a hook's
+/// environment or arguments or on the command line, is checked with this before it is used,
+/// in particular before it names a state file.
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+}
+
 /// A network device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Link {

@@ -130,6 +130,23 @@ fn bad_input_gets_one_clear_line_and_a_usage_exit() {
     assert_eq!(out.status.code(), Some(2), "misuse is exit 2 (clap)");
 }
 
+/// A device name names a state file: one that is not a device name is refused before anything
+/// reads or removes a file, by every command that takes one.
+#[test]
+fn device_names_are_checked_before_they_name_a_file() {
+    for args in [
+        &["cleanup", "--dev", "../../etc/passwd"][..],
+        &["status", "--dev", "a/b"],
+        &["plan", "--dev", "x y", "--from", "examples/laptop-docker"],
+        &["apply", "--dev", "abcdefghijklmnop"],
+    ] {
+        let out = vpnfix(args);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("not a device name"), "{args:?}: {err}");
+    }
+}
+
 fn hook(env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vpnfix")).args(args).env_clear().envs(env.iter().copied()).output().unwrap()
 }

@@ -63,14 +63,7 @@ where
     })
 }
 
-/// Linux interface names: 1–15 bytes, no `/`, no whitespace, not `.` or `..` (`dev_valid_name`).
-pub fn valid_ifname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < 16
-        && name != "."
-        && name != ".."
-        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
-}
+pub use crate::net::valid_ifname;
 
 fn tunnel(env: &HashMap<String, String>, dev: &str, skipped: &mut Vec<Skipped>) -> Tunnel {
     let mut get = |key: &str| -> Option<IpAddr> { typed(env, key, skipped) };

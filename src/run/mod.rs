@@ -249,7 +249,6 @@ fn sections(host: &Host, env: &[(String, String)], sel: &Selection, config: Conf
         return Ok(Sections { config, facts: vec![host.facts(input)], discovered: false });
     }
     let mut inputs = match &sel.dev {
-        Some(dev) if !hook::openvpn::valid_ifname(dev) => return Err(HookError::BadDevice(dev.clone()).into()),
         Some(dev) => vec![discover::tunnel(dev, &host.links, &host.addrs, &host.routes, config.proto)],
         None => discover::tunnels(&host.links, &host.addrs, &host.routes, config.proto),
     };
