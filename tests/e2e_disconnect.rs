@@ -9,7 +9,7 @@ mod common;
 
 use common::e2e::*;
 use common::ovpn::{own_routes, Openvpn, SiteSpec, World};
-use common::{env, root_or_skip, stderr, SEED_VPN, WITH_9_VPN};
+use common::{env, require_root, stderr, SEED_VPN, WITH_9_VPN};
 use std::time::Instant;
 
 // ------------------------------------------------------------------------ 7: disconnects ----
@@ -106,10 +106,9 @@ fn assert_kept_not_redone(w: &World, log: &str, bridge: &str) {
 
 /// 7b, 7c, 7d on one seed world.
 #[test]
+#[ignore = "needs root"]
 fn disconnects_unprivileged_persist_tun_and_kill_9() {
-    if !root_or_skip("disconnects_unprivileged_persist_tun_and_kill_9") {
-        return;
-    }
+    require_root("disconnects_unprivileged_persist_tun_and_kill_9");
     let t0 = Instant::now();
     let m = milvus(&[PUSH_172_20]);
     let before = baseline(&m.w, &m.local());
@@ -169,10 +168,9 @@ fn assert_touches_only_its_own(log: &str, t: &Tunnel) {
 /// Scenario 7e: tun0 (site 0: 172.20.0.0/16 over milvus_default) and tun1 (site 1: 172.18.0.0/16
 /// over shop_default) connect and disconnect in both orders without touching each other's routes.
 #[test]
+#[ignore = "needs root"]
 fn two_tunnels_come_and_go_in_both_orders() {
-    if !root_or_skip("two_tunnels_come_and_go_in_both_orders") {
-        return;
-    }
+    require_root("two_tunnels_come_and_go_in_both_orders");
     let t0 = Instant::now();
     let w = World::new(&[
         SiteSpec { pushes: &[PUSH_172_20], hosts: &["172.20.2.52/24"] },
@@ -235,10 +233,9 @@ fn table_json(w: &World) -> Vec<serde_json::Value> {
 /// the bridge's routes (vpnfix's kept /24 included); the office still answers; the disconnect is
 /// still exact (the table as before, less the routes of the devices Docker removed).
 #[test]
+#[ignore = "needs root"]
 fn docker_network_removed_while_connected() {
-    if !root_or_skip("docker_network_removed_while_connected") {
-        return;
-    }
+    require_root("docker_network_removed_while_connected");
     let t0 = Instant::now();
     let m = milvus(&[PUSH_172_20]);
     let w = &m.w;
@@ -268,10 +265,9 @@ fn docker_network_removed_while_connected() {
 /// once and plans from the kernel alone, the bridge address and the neighbour entries of the
 /// containers. The one at 172.20.9.9, known only from its neighbour entry, keeps its /24.
 #[test]
+#[ignore = "needs root"]
 fn docker_daemon_gone_before_connect() {
-    if !root_or_skip("docker_daemon_gone_before_connect") {
-        return;
-    }
+    require_root("docker_daemon_gone_before_connect");
     let t0 = Instant::now();
     let mut m = milvus(&[PUSH_172_20]);
     m.add("milvus-extra", &["--ip", "172.20.9.9"]);

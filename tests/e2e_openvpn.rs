@@ -13,7 +13,7 @@ mod common;
 
 use common::e2e::*;
 use common::ovpn::{SiteSpec, World};
-use common::{root_or_skip, SEED_VPN};
+use common::{require_root, SEED_VPN};
 use std::net::Ipv6Addr;
 use std::time::Instant;
 
@@ -22,10 +22,9 @@ use std::time::Instant;
 /// Scenario 1 and 7a: OpenVPN 2.6 prepends 172.20.0.0/16 over Docker's: without vpnfix the office
 /// answers and every container is cut off; with vpnfix both sides answer; SIGTERM restores.
 #[test]
+#[ignore = "needs root"]
 fn seed_milvus_push_equals_the_docker_subnet() {
-    if !root_or_skip("seed_milvus_push_equals_the_docker_subnet") {
-        return;
-    }
+    require_root("seed_milvus_push_equals_the_docker_subnet");
     let t0 = Instant::now();
     let m = milvus(&[PUSH_172_20]);
     let w = &m.w;
@@ -51,10 +50,9 @@ fn seed_milvus_push_equals_the_docker_subnet() {
 /// (Docker's metric 0 wins): without vpnfix the office host is routed to the bridge and never
 /// answers; with vpnfix the 8 tunnel blocks alone fix it, nothing goes on the bridge.
 #[test]
+#[ignore = "needs root"]
 fn route_noexec_and_route_metric_50_and_200() {
-    if !root_or_skip("route_noexec_and_route_metric_50_and_200") {
-        return;
-    }
+    require_root("route_noexec_and_route_metric_50_and_200");
     let t0 = Instant::now();
     let m = milvus(&[PUSH_172_20]);
     let w = &m.w;
@@ -78,10 +76,9 @@ fn route_noexec_and_route_metric_50_and_200() {
 /// Scenario 4: The VPN pushes 172.16.0.0/12 over two compose projects' /16s: without vpnfix both
 /// office hosts go to the bridges; with vpnfix each /16 gets its 8 tunnel blocks.
 #[test]
+#[ignore = "needs root"]
 fn pushed_aggregate_over_two_compose_projects() {
-    if !root_or_skip("pushed_aggregate_over_two_compose_projects") {
-        return;
-    }
+    require_root("pushed_aggregate_over_two_compose_projects");
     let t0 = Instant::now();
     let hosts = ["172.18.3.3/24", "172.20.2.52/24"];
     let w = World::new(&[SiteSpec { pushes: &["route 172.16.0.0 255.240.0.0"], hosts: &hosts }]);
@@ -114,10 +111,9 @@ fn pushed_aggregate_over_two_compose_projects() {
 /// without vpnfix OpenVPN's /24 wins and cuts it off; with vpnfix exactly its /32 goes back
 /// to the bridge and 172.20.2.52 is still reached over the tunnel.
 #[test]
+#[ignore = "needs root"]
 fn pushed_slash_24_over_a_container_inside_it() {
-    if !root_or_skip("pushed_slash_24_over_a_container_inside_it") {
-        return;
-    }
+    require_root("pushed_slash_24_over_a_container_inside_it");
     let t0 = Instant::now();
     let mut m = milvus(&["route 172.20.2.0 255.255.255.0"]);
     m.add("milvus-worker", &["--ip", "172.20.2.10"]);
@@ -146,10 +142,9 @@ fn v6_blocks() -> Vec<String> {
 /// the /64) is reached. With vpnfix the containers keep fd42:20::/120 (an office host there,
 /// fd42:20::52 say, stays local by design) and the rest of the /64 goes to the tunnel.
 #[test]
+#[ignore = "needs root"]
 fn ipv6_push_shorter_than_the_docker_subnet() {
-    if !root_or_skip("ipv6_push_shorter_than_the_docker_subnet") {
-        return;
-    }
+    require_root("ipv6_push_shorter_than_the_docker_subnet");
     let t0 = Instant::now();
     let (inside, outside) = ("fd42:20::1:52", "fd42:20:0:1::52");
     let hosts = ["fd42:20:0:1::52/64", "fd42:20::1:52/64"];

@@ -22,7 +22,7 @@ mod common;
 
 use common::fake_docker::{Fake, FakeDocker};
 use common::laptop::bridge_host;
-use common::{env, root_or_skip, stderr, stdout, Dockerd, Netns, TempDir, SEED_VPN, WITH_9_VPN};
+use common::{env, require_root, stderr, stdout, Dockerd, Netns, TempDir, SEED_VPN, WITH_9_VPN};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -155,10 +155,9 @@ fn specific_push_keeps_only_the_used_address(w: &World) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn docker_networks_are_named_and_their_containers_kept() {
-    if !root_or_skip("docker_networks_are_named_and_their_containers_kept") {
-        return;
-    }
+    require_root("docker_networks_are_named_and_their_containers_kept");
     let w = milvus();
     seed_plan_names_docker_facts(&w);
     ninth_block_stays_local(&w);
@@ -204,10 +203,9 @@ fn assert_docker_described(json: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn snapshot_then_plan_from_gives_the_live_plan() {
-    if !root_or_skip("snapshot_then_plan_from_gives_the_live_plan") {
-        return;
-    }
+    require_root("snapshot_then_plan_from_gives_the_live_plan");
     let w = milvus();
     let tmp = TempDir::new("snap");
     let dir = tmp.path().join("bundle");
@@ -273,10 +271,9 @@ fn garbage_socket(ns: &Netns, tmp: &TempDir) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_dead_or_hung_docker_socket_gives_one_warning_and_kernel_facts() {
-    if !root_or_skip("a_dead_or_hung_docker_socket_gives_one_warning_and_kernel_facts") {
-        return;
-    }
+    require_root("a_dead_or_hung_docker_socket_gives_one_warning_and_kernel_facts");
     let ns = bridge_host();
     let tmp = TempDir::new("sock");
     dead_socket(&ns, &tmp);
@@ -289,10 +286,9 @@ fn a_dead_or_hung_docker_socket_gives_one_warning_and_kernel_facts() {
 /// Podman's, so Podman's own network list is not asked), and what it says is joined as `docker network inspect` would show it:
 /// named network, compose project, kept container.
 #[test]
+#[ignore = "needs root"]
 fn a_docker_engine_of_another_api_version_is_understood_in_two_requests() {
-    if !root_or_skip("a_docker_engine_of_another_api_version_is_understood_in_two_requests") {
-        return;
-    }
+    require_root("a_docker_engine_of_another_api_version_is_understood_in_two_requests");
     let ns = bridge_host();
     let tmp = TempDir::new("sock");
     let sock = tmp.path().join("newer.sock");
@@ -331,10 +327,9 @@ fn a_docker_engine_of_another_api_version_is_understood_in_two_requests() {
 /// VPNFIX_DOCKER_TIMEOUT_MS below one second still gives a Docker that answers in a few ms the
 /// chance to: the limit is the overall time in milliseconds (DESIGN.md), not zero.
 #[test]
+#[ignore = "needs root"]
 fn a_live_docker_is_asked_under_a_sub_second_timeout() {
-    if !root_or_skip("a_live_docker_is_asked_under_a_sub_second_timeout") {
-        return;
-    }
+    require_root("a_live_docker_is_asked_under_a_sub_second_timeout");
     let w = milvus();
     let e = w.env(&[("VPNFIX_DOCKER_TIMEOUT_MS", "500")]);
     let out = w.ns.vpnfix(&e, &["plan", "--dev", "tun0", "--route", "172.20.0.0/16"]);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::laptop::{laptop, Pushed};
-use common::{env, root_or_skip, stderr, stdout, Netns, TempDir};
+use common::{env, require_root, stderr, stdout, Netns, TempDir};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,10 +45,9 @@ fn spawn(ns: &Netns, e: &[(String, String)], args: &[&str]) -> std::process::Chi
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_connect_killed_at_any_moment_is_restored_exactly() {
-    if !root_or_skip("a_connect_killed_at_any_moment") {
-        return;
-    }
+    require_root("a_connect_killed_at_any_moment");
     let ns = laptop(Pushed::Absent);
     let state = TempDir::new("kill");
     let before = ns.table();
@@ -134,10 +133,9 @@ fn check_tunnel(ns: &Netns, i: usize, up: bool) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn eight_tunnels_hooks_at_once_never_lose_or_double_a_route() {
-    if !root_or_skip("eight_tunnels_at_once") {
-        return;
-    }
+    require_root("eight_tunnels_at_once");
     let mut ns = laptop(Pushed::Absent);
     eight(&mut ns);
     let state = TempDir::new("eight");
@@ -154,10 +152,9 @@ fn eight_tunnels_hooks_at_once_never_lose_or_double_a_route() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn devices_vanishing_mid_apply_end_in_a_true_record_and_exit_0() {
-    if !root_or_skip("devices_vanishing_mid_apply") {
-        return;
-    }
+    require_root("devices_vanishing_mid_apply");
     for victim in ["tun0", "br-test"] {
         let mut ns = laptop(Pushed::Absent);
         let state = TempDir::new("vanish");
@@ -180,10 +177,9 @@ fn devices_vanishing_mid_apply_end_in_a_true_record_and_exit_0() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_kernel_refusing_gives_one_clear_line_and_the_right_status() {
-    if !root_or_skip("the_kernel_refusing") {
-        return;
-    }
+    require_root("the_kernel_refusing");
     let ns = laptop(Pushed::Absent);
     let state = TempDir::new("refuse");
     let before = ns.table();
@@ -233,10 +229,9 @@ fn the_kernel_refusing_gives_one_clear_line_and_the_right_status() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn everything_but_route_changes_works_unprivileged() {
-    if !root_or_skip("unprivileged_offline") {
-        return;
-    }
+    require_root("unprivileged_offline");
     let root = env!("CARGO_MANIFEST_DIR");
     let bundle = format!("{root}/tests/fixtures/bundles/seed-openvpn26");
     let runs = [
@@ -256,10 +251,9 @@ fn everything_but_route_changes_works_unprivileged() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn cap_net_admin_alone_is_enough_to_connect_and_disconnect() {
-    if !root_or_skip("cap_net_admin_alone") {
-        return;
-    }
+    require_root("cap_net_admin_alone");
     let ns = laptop(Pushed::Absent);
     let before = ns.table();
     // A state directory the unprivileged user owns (as systemd's RuntimeDirectory= gives it).
@@ -295,10 +289,9 @@ fn cap_net_admin_alone_is_enough_to_connect_and_disconnect() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_corrupt_state_file_falls_back_to_the_protocol_sweep() {
-    if !root_or_skip("a_corrupt_state_file") {
-        return;
-    }
+    require_root("a_corrupt_state_file");
     let ns = laptop(Pushed::Absent);
     let state = TempDir::new("corrupt");
     let before = ns.table();
@@ -321,10 +314,9 @@ fn a_corrupt_state_file_falls_back_to_the_protocol_sweep() {
 /// unmanaged; once root's hook has written records (0700, root's), it fails with one line
 /// naming the directory and what to do, and root's own `status` shows the record.
 #[test]
+#[ignore = "needs root"]
 fn status_as_a_user_creates_nothing_and_names_what_it_cannot_read() {
-    if !root_or_skip("status_as_a_user") {
-        return;
-    }
+    require_root("status_as_a_user");
     let ns = laptop(Pushed::Absent);
     let tmp = TempDir::new("status");
     let dir = tmp.path().join("state");

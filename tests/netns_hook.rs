@@ -7,7 +7,7 @@
 mod common;
 
 use common::laptop::{laptop, Pushed};
-use common::{env, root_or_skip, stderr, stdout, Netns, TempDir};
+use common::{env, require_root, stderr, stdout, Netns, TempDir};
 
 /// The captured route-up environment (OpenVPN 2.6.14), adapted to this tunnel and push.
 fn hook_env(script_type: &str, state: &TempDir) -> Vec<(String, String)> {
@@ -93,31 +93,30 @@ fn scenario(pushed: Pushed) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pushed_route_absent_like_old_openvpn() {
-    if root_or_skip("pushed_route_absent_like_old_openvpn") {
-        scenario(Pushed::Absent);
-    }
+    require_root("pushed_route_absent_like_old_openvpn");
+    scenario(Pushed::Absent);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pushed_route_prepended_like_openvpn_26() {
-    if root_or_skip("pushed_route_prepended_like_openvpn_26") {
-        scenario(Pushed::Prepended);
-    }
+    require_root("pushed_route_prepended_like_openvpn_26");
+    scenario(Pushed::Prepended);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pushed_route_at_metric_50_like_network_manager() {
-    if root_or_skip("pushed_route_at_metric_50_like_network_manager") {
-        scenario(Pushed::Metric50);
-    }
+    require_root("pushed_route_at_metric_50_like_network_manager");
+    scenario(Pushed::Metric50);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn explain_agrees_with_the_kernel_on_both_sides() {
-    if !root_or_skip("explain_agrees_with_the_kernel") {
-        return;
-    }
+    require_root("explain_agrees_with_the_kernel");
     let ns = laptop(Pushed::Prepended);
     let state = TempDir::new("explain");
     let e = env(&[
@@ -148,10 +147,9 @@ fn explain_agrees_with_the_kernel_on_both_sides() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn unprivileged_down_says_so_exits_0_and_cleanup_restores_the_table() {
-    if !root_or_skip("unprivileged_down") {
-        return;
-    }
+    require_root("unprivileged_down");
     let ns = laptop(Pushed::Absent);
     let state = TempDir::new("unpriv");
     let before = ns.table();
@@ -170,10 +168,9 @@ fn unprivileged_down_says_so_exits_0_and_cleanup_restores_the_table() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_vanished_tunnel_leaves_bridge_routes_that_the_next_connect_adopts() {
-    if !root_or_skip("a_vanished_tunnel") {
-        return;
-    }
+    require_root("a_vanished_tunnel");
     let mut ns = laptop(Pushed::Prepended);
     let state = TempDir::new("vanish");
     let before = ns.table();
@@ -204,10 +201,9 @@ fn a_vanished_tunnel_leaves_bridge_routes_that_the_next_connect_adopts() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn malformed_and_hostile_pushes_are_reported_and_route_up_still_exits_0() {
-    if !root_or_skip("malformed_and_hostile_pushes") {
-        return;
-    }
+    require_root("malformed_and_hostile_pushes");
     let ns = laptop(Pushed::Absent);
     let state = TempDir::new("hostile");
     let before = ns.table();
@@ -246,10 +242,9 @@ fn malformed_and_hostile_pushes_are_reported_and_route_up_still_exits_0() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_live_dry_run_changes_nothing_and_explains() {
-    if !root_or_skip("the_live_dry_run") {
-        return;
-    }
+    require_root("the_live_dry_run");
     let ns = laptop(Pushed::Prepended);
     let before = ns.table();
     let e = env(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
@@ -286,10 +281,9 @@ fn route_events(ns: &Netns, f: impl FnOnce()) -> Vec<String> {
 /// containers' addresses in between; when a container appears, only the difference changes,
 /// and its addresses are routed throughout.
 #[test]
+#[ignore = "needs root"]
 fn a_repeated_connect_changes_nothing_and_a_changed_plan_only_the_difference() {
-    if !root_or_skip("a_repeated_connect_changes_nothing") {
-        return;
-    }
+    require_root("a_repeated_connect_changes_nothing");
     let ns = laptop(Pushed::Prepended);
     let state = TempDir::new("churn");
     let before = ns.table();

@@ -47,8 +47,9 @@ fn bundle_routes(ip: &Ip) -> Vec<Route> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn dumps_read_the_kernel_as_ip_json_does() {
-    let Some(ns) = KernelNs::new("dumps_read_the_kernel_as_ip_json_does") else { return };
+    let ns = KernelNs::new("dumps_read_the_kernel_as_ip_json_does");
     ns.scenario();
     for cmd in [
         "tuntap add dev tap0 mode tap",
@@ -141,8 +142,9 @@ async fn neighbours_match_ip_json(k: &Kernel, ip: &Ip) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv4_adds_exclusively_and_deletes_exactly() {
-    let Some(ns) = KernelNs::new("ipv4_adds_exclusively_and_deletes_exactly") else { return };
+    let ns = KernelNs::new("ipv4_adds_exclusively_and_deletes_exactly");
     ns.scenario();
     let before = ns.ip.json("route show table main");
     ns.with_kernel(|k, ip| async move {
@@ -222,8 +224,9 @@ async fn other_tables_do_not_clash_with_main(k: &Kernel, ip: &Ip, r: &RouteSpec)
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv6_adds_exclusively_and_deletes_exactly() {
-    let Some(ns) = KernelNs::new("ipv6_adds_exclusively_and_deletes_exactly") else { return };
+    let ns = KernelNs::new("ipv6_adds_exclusively_and_deletes_exactly");
     ns.scenario();
     let before = ns.ip.json("-6 route show table main");
     ns.with_kernel(|k, ip| async move {
@@ -265,8 +268,9 @@ fn ipv6_adds_exclusively_and_deletes_exactly() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn missing_devices_and_unroutable_addresses() {
-    let Some(ns) = KernelNs::new("missing_devices_and_unroutable_addresses") else { return };
+    let ns = KernelNs::new("missing_devices_and_unroutable_addresses");
     ns.scenario();
     ns.ip.run("tuntap add dev vfk-gone mode tun");
     ns.ip.run("link set vfk-gone up");
@@ -292,8 +296,9 @@ fn missing_devices_and_unroutable_addresses() {
 /// Drops root in a child process (uid 65534 has no CAP_NET_ADMIN) and checks that the refusal is
 /// recognisable: the child is this test binary, run by `ip netns exec` with `eperm_child` selected.
 #[test]
+#[ignore = "needs root"]
 fn unprivileged_changes_are_permission_errors() {
-    let Some(ns) = KernelNs::new("unprivileged_changes_are_permission_errors") else { return };
+    let ns = KernelNs::new("unprivileged_changes_are_permission_errors");
     ns.scenario();
     let exe = std::env::current_exe().expect("test binary path");
     let out = Command::new("ip")

@@ -6,7 +6,7 @@
 mod common;
 
 use common::laptop::{laptop, Pushed};
-use common::{env, root_or_skip, stderr, stdout, Netns, TempDir};
+use common::{env, require_root, stderr, stdout, Netns, TempDir};
 
 fn nm_env(action: &str, state: &TempDir, with_routes: bool) -> Vec<(String, String)> {
     let mut e = env(&[
@@ -61,10 +61,9 @@ fn nm_routes(ns: &Netns, verb: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn vpn_up_then_pre_down_then_down_leaves_the_table_as_before() {
-    if !root_or_skip("nm vpn_up_then_pre_down_then_down") {
-        return;
-    }
+    require_root("nm vpn_up_then_pre_down_then_down");
     let ns = laptop(Pushed::Absent);
     let state = TempDir::new("nm");
     let before = ns.table();
@@ -90,10 +89,9 @@ fn vpn_up_then_pre_down_then_down_leaves_the_table_as_before() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn vpn_down_alone_cleans_up_from_the_state() {
-    if !root_or_skip("nm vpn_down_alone") {
-        return;
-    }
+    require_root("nm vpn_down_alone");
     let ns = laptop(Pushed::Absent);
     let state = TempDir::new("nm-down");
     let before = ns.table();

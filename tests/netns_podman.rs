@@ -23,7 +23,7 @@ mod common;
 
 use common::laptop::bridge_host;
 use common::podman::{Backend, Podman};
-use common::{env, root_or_skip, stderr, stdout, Netns, TempDir};
+use common::{env, require_root, stderr, stdout, Netns, TempDir};
 
 /// OpenVPN's arguments to its down script for this tunnel.
 const DOWN_ARGS: [&str; 6] = ["tun0", "1500", "0", "10.0.1.65", "10.0.1.66", "init"];
@@ -198,19 +198,17 @@ fn podman_network_is_matched_to_its_bridge(backend: Backend) {
 
 /// Podman with netavark (bridge podman1).
 #[test]
+#[ignore = "needs root"]
 fn podman_netavark_network_is_matched_to_its_bridge() {
-    if !root_or_skip("podman_netavark_network_is_matched_to_its_bridge") {
-        return;
-    }
+    require_root("podman_netavark_network_is_matched_to_its_bridge");
     podman_network_is_matched_to_its_bridge(Backend::Netavark);
 }
 
 /// Podman with CNI (bridge cni-podman1).
 #[test]
+#[ignore = "needs root"]
 fn podman_cni_network_is_matched_to_its_bridge() {
-    if !root_or_skip("podman_cni_network_is_matched_to_its_bridge") {
-        return;
-    }
+    require_root("podman_cni_network_is_matched_to_its_bridge");
     podman_network_is_matched_to_its_bridge(Backend::Cni);
 }
 
@@ -233,10 +231,9 @@ fn no_engine() -> Vec<(String, String)> {
 /// `--dev tun0 --route …` plans: the container at 172.20.2.10 goes back to the bridge. With no
 /// tunnel up it says so in one line and exits 0; `suggest --route` still proposes a move.
 #[test]
+#[ignore = "needs root"]
 fn manual_mode_reads_tunnels_and_pushes_from_the_kernel() {
-    if !root_or_skip("manual_mode_reads_tunnels_and_pushes_from_the_kernel") {
-        return;
-    }
+    require_root("manual_mode_reads_tunnels_and_pushes_from_the_kernel");
     let ns = bridge_host();
     for r in ["172.20.2.0/24", "10.99.0.0/16", "0.0.0.0/1"] {
         ns.ip(&["route", "add", r, "dev", "tun0"]);
@@ -279,10 +276,9 @@ fn manual_mode_reads_tunnels_and_pushes_from_the_kernel() {
 /// whose `/run` holds the two test engines' sockets at `/var/run/docker.sock` and
 /// `/run/podman/podman.sock`; the machine's `/run` is never touched.
 #[test]
+#[ignore = "needs root"]
 fn docker_and_podman_are_both_found_at_their_usual_sockets() {
-    if !root_or_skip("docker_and_podman_are_both_found_at_their_usual_sockets") {
-        return;
-    }
+    require_root("docker_and_podman_are_both_found_at_their_usual_sockets");
     let mut ns = Netns::new();
     ns.tun("tun0");
     let podman = Podman::start(&ns.name, Backend::Netavark);

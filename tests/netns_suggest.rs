@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{env, root_or_skip, stderr, Dockerd, Netns, TempDir};
+use common::{env, require_root, stderr, Dockerd, Netns, TempDir};
 use ipnet::IpNet;
 use std::time::Instant;
 use vpnfix::config::Config;
@@ -161,10 +161,9 @@ fn compose_subnet_ends_the_conflict(w: &World, proposed: IpNet) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_suggested_daemon_json_and_compose_subnet_end_the_conflict() {
-    if !root_or_skip("the_suggested_daemon_json_and_compose_subnet_end_the_conflict") {
-        return;
-    }
+    require_root("the_suggested_daemon_json_and_compose_subnet_end_the_conflict");
     let mut w = world();
     let (facts, plan) = w.facts_and_plan("before");
     assert!(!plan.add.is_empty(), "the seed conflict must be there to fix");

@@ -3,7 +3,7 @@
 //! the thread that opens it) that builds its own current-thread runtime, deleted on drop even
 //! when the test panics. The machine's own namespace is never touched.
 
-use super::{root_or_skip, NEXT};
+use super::{require_root, NEXT};
 use std::future::Future;
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -32,17 +32,15 @@ pub struct KernelNs {
 }
 
 impl KernelNs {
-    /// A fresh namespace with `lo` up; `None` (and a loud line) when not root.
-    pub fn new(test: &str) -> Option<KernelNs> {
-        if !root_or_skip(test) {
-            return None;
-        }
+    /// A fresh namespace with `lo` up (root only: see [`require_root`]).
+    pub fn new(test: &str) -> KernelNs {
+        require_root(test);
         let name = format!("vfk-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let out = Command::new("ip").args(["netns", "add", &name]).output().expect("ip runs");
         assert!(out.status.success(), "ip netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
         let ns = KernelNs { ip: Ip(name) };
         ns.ip.run("link set lo up");
-        Some(ns)
+        ns
     }
 
     /// The seed scenario: bridge (with a veth port, so it has carrier) and a tun device. Returns
