@@ -76,6 +76,19 @@ pub fn vpnfix_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vpnfix")
 }
 
+/// The binary under test copied to `dir/vpnfix` (mode 0755, `dir` 0755 too), for whatever runs
+/// it as another user: OpenVPN's hooks under `user nobody`, `setpriv`. The checkout may sit in
+/// a directory only root may enter (/root, a `mktemp -d`), where nobody cannot run it in place.
+pub fn vpnfix_copy(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let to = dir.join("vpnfix");
+    std::fs::copy(vpnfix_bin(), &to).unwrap();
+    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    to
+}
+
 /// Runs a command, panicking with its output when it fails.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -194,12 +207,14 @@ impl Netns {
         c.output().unwrap()
     }
 
-    /// Runs vpnfix inside the namespace as uid/gid 65534 (OpenVPN's `user nobody`).
+    /// Runs vpnfix inside the namespace as uid/gid 65534 (OpenVPN's `user nobody`), from a copy
+    /// that user can reach ([`vpnfix_copy`]).
     pub fn vpnfix_unprivileged(&self, env: &[(String, String)], args: &[&str]) -> Output {
+        let bin = TempDir::new("bin");
         let mut c = self.cmd("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i"]);
         c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
-        c.arg(vpnfix_bin()).args(args);
+        c.arg(vpnfix_copy(bin.path())).args(args);
         c.output().unwrap()
     }
 }

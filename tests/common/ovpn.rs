@@ -11,7 +11,7 @@
 mod docker;
 mod probe;
 
-use super::{run, vpnfix_bin, Dockerd, Netns, TempDir, NEXT};
+use super::{run, vpnfix_copy, Dockerd, Netns, TempDir, NEXT};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -343,12 +343,19 @@ impl World {
             c += &format!("{l}\n");
         }
         if vpnfix {
+            // OpenVPN runs the hooks as `user nobody` in some scenarios: a copy that user reaches.
+            // Copied once: a later copy over it could meet a hook still running it (ETXTBSY).
+            let mut bin = self.dir.path().join("bin/vpnfix");
+            if !bin.exists() {
+                bin = vpnfix_copy(&self.dir.path().join("bin"));
+            }
+            let bin = bin.display().to_string();
             let shipped = include_str!("../../openvpn/vpnfix.conf");
             for l in shipped.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
-                c += &format!("{}\n", l.replace("/usr/local/bin/vpnfix", vpnfix_bin()));
+                c += &format!("{}\n", l.replace("/usr/local/bin/vpnfix", &bin));
             }
             for hook in ["route-up", "route-pre-down", "down"] {
-                let line = format!("\n{hook} {}\n", vpnfix_bin());
+                let line = format!("\n{hook} {bin}\n");
                 assert!(c.contains(&line), "openvpn/vpnfix.conf no longer has `{hook} /usr/local/bin/vpnfix`");
             }
             c += &format!("setenv VPNFIX_STATE_DIR {}\n", self.state_dir().display());
