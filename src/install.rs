@@ -301,17 +301,5 @@ fn load_manifest(path: &Path) -> Result<(Option<String>, Manifest), InstallError
     Ok((Some(text), m))
 }
 
-/// An error and its causes on one line (for [`Action::Failed`]).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests;

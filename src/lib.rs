@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod explain;
+pub mod fsutil;
 pub mod fuzzing;
 pub mod hook;
 pub mod install;

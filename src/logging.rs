@@ -76,3 +76,20 @@ fn filter(level: LogLevel) -> LevelFilter {
         LogLevel::Debug => LevelFilter::Debug,
     }
 }
+
+/// An error and its causes on one line, each said once: the one printer of error chains (the
+/// top of a command, the hooks' log lines, install's report).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        // Some libraries (bollard, hyper) already print their cause: don't say it twice.
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}

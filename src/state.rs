@@ -10,7 +10,7 @@ use crate::kernel::RouteSpec;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -211,22 +211,17 @@ impl StateDir {
         State::from_json(&text).map(Some).map_err(|source| StateError::Corrupt { path, source })
     }
 
-    /// Writes a tunnel's state atomically: a temporary file, fsync, rename.
+    /// Writes a tunnel's state atomically ([`crate::fsutil::atomic_write`]), mode 0600.
     pub fn write(&self, state: &State) -> Result<(), StateError> {
         let path = self.file(&state.tunnel, "json");
         let tmp = self.file(&state.tunnel, "json.tmp");
-        let io = |what, source| StateError::Io { what, path: tmp.clone(), source };
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| io("write", e))?;
-        f.write_all(&json).and_then(|()| f.sync_all()).map_err(|e| io("write", e))?;
-        fs::rename(&tmp, &path).map_err(|source| StateError::Io { what: "rename into", path, source })
+        let how = crate::fsutil::How { mode: 0o600, root_owned: false, exclusive: false };
+        crate::fsutil::atomic_write(&path, &tmp, &json, how).map_err(|source| StateError::Io {
+            what: "write",
+            path,
+            source,
+        })
     }
 
     /// Removes a tunnel's state (absent is fine).

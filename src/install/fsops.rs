@@ -3,9 +3,9 @@
 //! link), make a directory, remove. Each error names the path it failed on.
 
 use super::InstallError;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What is at a path.
@@ -58,30 +58,9 @@ fn temp_name(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` with `mode` (and owner root:root when `as_root`), atomically: the
 /// complete file appears at once or not at all. `exclusive` refuses to replace anything.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32, as_root: bool, exclusive: bool) -> Result<(), InstallError> {
-    let tmp = temp_name(path);
-    let _ = fs::remove_file(&tmp); // a leftover of a killed run with our pid: our own name
-    let result = fill(&tmp, bytes, mode, as_root).and_then(|()| {
-        if exclusive {
-            fs::hard_link(&tmp, path) // fails if anything appeared at `path` meanwhile
-        } else {
-            fs::rename(&tmp, path)
-        }
-    });
-    let _ = fs::remove_file(&tmp);
-    result.map_err(|source| InstallError::Write { path: path.into(), source })?;
-    sync_dir(path);
-    Ok(())
-}
-
-fn fill(tmp: &Path, bytes: &[u8], mode: u32, as_root: bool) -> io::Result<()> {
-    let mut f: File = OpenOptions::new().write(true).create_new(true).mode(0o600).open(tmp)?;
-    f.write_all(bytes)?;
-    if as_root {
-        std::os::unix::fs::fchown(&f, Some(0), Some(0))?;
-    }
-    // After the chown, which may clear set-id bits; explicit, so the umask plays no part.
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
-    f.sync_all()
+    let how = crate::fsutil::How { mode, root_owned: as_root, exclusive };
+    crate::fsutil::atomic_write(path, &temp_name(path), bytes, how)
+        .map_err(|source| InstallError::Write { path: path.into(), source })
 }
 
 /// Makes `path` a symlink to `target`, atomically; `exclusive` refuses to replace anything.
@@ -124,12 +103,5 @@ pub fn remove_dir(path: &Path) -> Result<bool, InstallError> {
         Ok(()) => Ok(true),
         Err(e) if matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound) => Ok(false),
         Err(source) => Err(InstallError::Remove { path: path.into(), source }),
-    }
-}
-
-/// Makes a rename durable; a failure only costs durability across a crash, never correctness.
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent() {
-        let _ = File::open(dir).and_then(|d| d.sync_all());
     }
 }

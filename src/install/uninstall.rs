@@ -4,7 +4,7 @@
 
 use super::decide::still_matches;
 use super::fsops::{self, Found};
-use super::{chain, load_manifest, Action, Entry, InstallError, InstallOptions, Report, OVPN_LINE};
+use super::{load_manifest, Action, Entry, InstallError, InstallOptions, Report, OVPN_LINE};
 use std::cmp::Reverse;
 use std::path::{Path, PathBuf};
 
@@ -51,7 +51,7 @@ fn remove_entry(o: &InstallOptions, path: &Path, entry: &Entry, removed: &mut Ve
     let found = match fsops::inspect(&real) {
         Ok(Some(f)) => f,
         Ok(None) => return Action::Gone { path },
-        Err(e) => return Action::Failed { path, why: chain(&e) },
+        Err(e) => return Action::Failed { path, why: crate::logging::chain(&e) },
     };
     if !still_matches(entry, &found) {
         let why = match found {
@@ -62,7 +62,7 @@ fn remove_entry(o: &InstallOptions, path: &Path, entry: &Entry, removed: &mut Ve
     }
     if !o.dry_run {
         if let Err(e) = fsops::remove_file(&real) {
-            return Action::Failed { path, why: chain(&e) };
+            return Action::Failed { path, why: crate::logging::chain(&e) };
         }
     }
     removed.push(real);
@@ -80,7 +80,7 @@ fn remove_manifest(o: &InstallOptions, mpath: &Path, done: &[Action], removed: &
     let real = o.real(mpath);
     if !o.dry_run {
         if let Err(e) = fsops::remove_file(&real) {
-            return Action::Failed { path, why: chain(&e) };
+            return Action::Failed { path, why: crate::logging::chain(&e) };
         }
     }
     removed.push(real);
@@ -103,7 +103,7 @@ fn remove_dir(o: &InstallOptions, dir: &Path, removed: &mut Vec<PathBuf>) -> Opt
     } else {
         match fsops::remove_dir(&real) {
             Ok(gone) => gone,
-            Err(e) => return Some(Action::Failed { path, why: chain(&e) }),
+            Err(e) => return Some(Action::Failed { path, why: crate::logging::chain(&e) }),
         }
     };
     if !empty {

@@ -80,21 +80,7 @@ impl Error {
 const CHANGING: &str =
     "run as root (sudo), or give vpnfix CAP_NET_ADMIN; `vpnfix plan` is the dry run that needs neither";
 
-/// An error and its causes on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        // Some libraries (bollard, hyper) already print their cause: don't say it twice.
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use crate::logging::chain;
 
 /// The process environment, lossily decoded (a hook's environment comes from the VPN).
 pub fn environment() -> Vec<(String, String)> {

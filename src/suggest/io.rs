@@ -2,7 +2,7 @@
 //! atomically (temporary file in the same directory, fsync, rename) after a backup copy.
 
 use serde_json::Value;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -83,16 +83,8 @@ pub fn write_daemon_json(path: &Path, merged: &Value) -> Result<Option<PathBuf>,
     };
     let text = super::pools::daemon_json_text(merged);
     let tmp = sibling(&target, &format!(".vpnfix-tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp); // left by a run of ours that died (same pid, after a reboot)
-    let result = put(&tmp, text.as_bytes(), mode).and_then(|()| fs::rename(&tmp, &target));
-    if let Err(source) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(write_err(source));
-    }
-    // The rename is durable once the directory is.
-    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(write_err)?;
-    }
+    let how = crate::fsutil::How { mode, root_owned: false, exclusive: false };
+    crate::fsutil::atomic_write(&target, &tmp, text.as_bytes(), how).map_err(write_err)?;
     Ok(backup)
 }
 
