@@ -4,7 +4,7 @@
 //! removal and reports all failures. Each change is logged once, just before it happens.
 
 use crate::cidr::{bits_ip, Prefix};
-use crate::kernel::{Added, Deleted, KernelError, RouteGet, RouteSpec, IN_FLIGHT, MAIN_TABLE};
+use crate::kernel::{Added, Deleted, KernelError, RouteGet, RouteSpec, IN_FLIGHT};
 use crate::net::{Link, Push, Route};
 use crate::plan::Plan;
 use crate::reconcile;
@@ -86,10 +86,6 @@ pub struct Installed {
     pub removed: usize,
 }
 
-fn spec(dst: ipnet::IpNet, dev: &str, gateway: Option<IpAddr>, proto: u8) -> RouteSpec {
-    RouteSpec { dst, dev: dev.to_string(), gateway, table: MAIN_TABLE, protocol: proto }
-}
-
 /// Removes vpnfix's stale routes before a connect of `tunnel`: those on `tunnel` itself, and
 /// those on other devices that no live tunnel's state claims (their tunnel vanished, or a crash
 /// lost the record). Routes on other tunnel devices that still exist are theirs to manage.
@@ -157,7 +153,7 @@ pub async fn reconcile<K: Netlink>(
     proto: u8,
 ) -> Result<Installed, ApplyError> {
     let tunnel = plan.tunnel.as_str();
-    let wanted: Vec<RouteSpec> = plan.add.iter().map(|r| spec(r.dst, &r.dev, r.gateway, proto)).collect();
+    let wanted: Vec<RouteSpec> = plan.add.iter().map(|r| r.spec(proto)).collect();
     let old = match dir.read(tunnel) {
         Ok(s) => s.map(|s| s.routes).unwrap_or_default(),
         Err(e @ StateError::Corrupt { .. }) => {

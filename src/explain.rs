@@ -77,9 +77,7 @@ pub fn explain(
     };
     let conflict = best_conflict(&plan.conflicts, addr);
     let planned = plan.add.iter().filter(|r| r.dst.contains(&addr)).max_by_key(|r| r.dst.prefix_len()).cloned();
-    let planned_in_kernel = planned.as_ref().is_some_and(|p| {
-        facts.routes.iter().any(|r| r.dst == p.dst && r.dev.as_deref() == Some(&p.dev) && r.protocol.0 == config.proto)
-    });
+    let planned_in_kernel = planned.as_ref().is_some_and(|p| p.spec(config.proto).in_table(&facts.routes));
     let container = facts
         .docker
         .iter()
@@ -115,17 +113,16 @@ fn installer(r: &Route, facts: &Facts, config: &Config) -> String {
     }
 }
 
-/// The kernel's choice computed from the table: longest prefix, then lowest metric.
+/// The kernel's choice computed from the table ([`crate::net::tied_devices`] at the longest
+/// prefix; `routes` are sorted longest first).
 fn computed(routes: &[Covering]) -> Pick {
-    let Some(best) = routes.first() else {
-        return Pick { dev: None, source: "computed", undecided: false };
-    };
-    let tied: Vec<&Covering> = routes
-        .iter()
-        .filter(|c| c.route.dst.prefix_len() == best.route.dst.prefix_len() && c.route.metric == best.route.metric)
-        .collect();
-    let undecided = tied.iter().any(|c| c.route.dev != best.route.dev);
-    Pick { dev: if undecided { None } else { best.route.dev.clone() }, source: "computed", undecided }
+    let longest = routes.first().map(|c| c.route.dst.prefix_len());
+    let at_longest = routes.iter().filter(|c| Some(c.route.dst.prefix_len()) == longest).map(|c| &c.route);
+    match crate::net::tied_devices(at_longest).as_slice() {
+        [] => Pick { dev: None, source: "computed", undecided: false },
+        [one] => Pick { dev: one.map(str::to_string), source: "computed", undecided: false },
+        _ => Pick { dev: None, source: "computed", undecided: true },
+    }
 }
 
 /// The conflict deciding the address: the most specific push's.

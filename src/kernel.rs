@@ -6,7 +6,7 @@
 //! whether anything changed. Netlink sockets belong to the network namespace of the thread that
 //! opens them, and vpnfix runs without `PATH`, so nothing here shells out.
 
-use crate::net::{Addr, Link, Neighbour, Proto, Route};
+use crate::net::{Addr, Link, Neighbour, Route};
 use ipnet::IpNet;
 use nix::errno::Errno;
 use rtnetlink::packet_core::{Parseable, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST};
@@ -15,9 +15,7 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourMessage;
 use rtnetlink::packet_route::route::{RouteAttribute, RouteFlags, RouteMessage, RouteScope, RouteType};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -29,52 +27,14 @@ use error::has_errno;
 pub use error::{errno, KernelError};
 
 use parse::{
-    addr, family, ifindex, is_same, link, message, neighbour, next_hop, oifs, route, route_get, table_of, RTM_NEWADDR,
+    addr, family, ifindex, link, message, neighbour, next_hop, oifs, route, route_get, table_of, RTM_NEWADDR,
     RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE,
 };
 
-/// `RT_TABLE_MAIN`: the table `ip route` shows and vpnfix plans against.
-pub const MAIN_TABLE: u32 = 254;
+pub use crate::net::{RouteSpec, MAIN_TABLE};
 
 /// `IP6_RT_PRIO_USER`: the metric the kernel gives an IPv6 route added without one (IPv4: 0).
 const IPV6_USER_METRIC: u32 = 1024;
-
-/// A route vpnfix adds or deletes: exactly these fields identify it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct RouteSpec {
-    /// Destination block (no host bits set).
-    pub dst: IpNet,
-    /// The device it is bound to, so the kernel drops it when the device goes.
-    pub dev: String,
-    /// Next hop, for tap tunnels.
-    pub gateway: Option<IpAddr>,
-    /// Routing table, normally [`MAIN_TABLE`].
-    pub table: u32,
-    /// Route protocol number: vpnfix's own, so it finds (and only ever touches) its own routes.
-    pub protocol: u8,
-}
-
-impl RouteSpec {
-    /// The spec of a route of the table; `None` for one bound to no single device.
-    pub fn of_route(r: &crate::net::Route) -> Option<RouteSpec> {
-        let dev = r.dev.clone()?;
-        Some(RouteSpec { dst: r.dst, dev, gateway: r.gateway, table: MAIN_TABLE, protocol: r.protocol.0 })
-    }
-}
-
-impl fmt::Display for RouteSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.dst)?;
-        if let Some(gw) = self.gateway {
-            write!(f, " via {gw}")?;
-        }
-        write!(f, " dev {}", self.dev)?;
-        if self.table != MAIN_TABLE {
-            write!(f, " table {}", self.table)?;
-        }
-        write!(f, " proto {}", Proto(self.protocol))
-    }
-}
 
 /// What [`Kernel::add`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,7 +192,7 @@ impl Kernel {
     async fn settle_exists(&self, r: &RouteSpec, e: rtnetlink::Error) -> Result<Added, KernelError> {
         let mut same = self.table(family(r.dst.addr()), r.table).await?;
         same.retain(|x| x.dst == r.dst);
-        if same.iter().any(|x| is_same(x, r)) {
+        if r.in_table(&same) {
             return Ok(Added::Unchanged);
         }
         let default_metric = if r.dst.addr().is_ipv6() { IPV6_USER_METRIC } else { 0 };

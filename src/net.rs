@@ -3,7 +3,7 @@
 //! errors and reports alike.
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -42,6 +42,19 @@ pub const DEFAULT_PROTO: u8 = 86;
 /// `RT_SCOPE_LINK` from `rtnetlink.h`: the scope of a directly connected IPv4 route.
 pub const SCOPE_LINK: u8 = 253;
 
+/// The kernel's pick among the routes of one prefix (the longest that contains an address): the
+/// lowest metric wins; the devices of every route tied there, sorted. More than one device is
+/// undecided: the winner would depend on insertion order. The one rule the planner and
+/// `explain` apply.
+pub fn tied_devices<'a>(at_longest: impl IntoIterator<Item = &'a Route>) -> Vec<Option<&'a str>> {
+    let routes: Vec<&Route> = at_longest.into_iter().collect();
+    let Some(best) = routes.iter().map(|r| r.metric).min() else { return Vec::new() };
+    let mut devs: Vec<Option<&str>> = routes.iter().filter(|r| r.metric == best).map(|r| r.dev.as_deref()).collect();
+    devs.sort();
+    devs.dedup();
+    devs
+}
+
 /// A route protocol number, shown by name when it has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -60,6 +73,61 @@ impl fmt::Display for Proto {
             Some((_, name)) => f.write_str(name),
             None => write!(f, "{}", self.0),
         }
+    }
+}
+
+/// `RT_TABLE_MAIN`: the table `ip route` shows and vpnfix plans against.
+pub const MAIN_TABLE: u32 = 254;
+
+/// A route vpnfix adds or deletes: exactly these fields identify it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// Destination block (no host bits set).
+    pub dst: IpNet,
+    /// The device it is bound to, so the kernel drops it when the device goes.
+    pub dev: String,
+    /// Next hop, for tap tunnels.
+    pub gateway: Option<IpAddr>,
+    /// Routing table, normally [`MAIN_TABLE`].
+    pub table: u32,
+    /// Route protocol number: vpnfix's own, so it finds (and only ever touches) its own routes.
+    pub protocol: u8,
+}
+
+impl RouteSpec {
+    /// Whether `x`, a route of the main table, is exactly this one: the one rule for "is this
+    /// route in the kernel" (apply's EEXIST check, status, explain).
+    pub fn is(&self, x: &Route) -> bool {
+        x.kind == RouteKind::Unicast
+            && x.dst == self.dst
+            && x.dev.as_deref() == Some(self.dev.as_str())
+            && x.gateway == self.gateway
+            && x.protocol == Proto(self.protocol)
+    }
+
+    /// Whether the table holds exactly this route.
+    pub fn in_table(&self, table: &[Route]) -> bool {
+        table.iter().any(|x| self.is(x))
+    }
+
+    /// The spec of a route of the table; `None` for one bound to no single device.
+    pub fn of_route(r: &Route) -> Option<RouteSpec> {
+        let dev = r.dev.clone()?;
+        Some(RouteSpec { dst: r.dst, dev, gateway: r.gateway, table: MAIN_TABLE, protocol: r.protocol.0 })
+    }
+}
+
+impl fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.dst)?;
+        if let Some(gw) = self.gateway {
+            write!(f, " via {gw}")?;
+        }
+        write!(f, " dev {}", self.dev)?;
+        if self.table != MAIN_TABLE {
+            write!(f, " table {}", self.table)?;
+        }
+        write!(f, " proto {}", Proto(self.protocol))
     }
 }
 

@@ -2,8 +2,8 @@
 //! in the kernel, and what the planner would want now from the recorded pushes and live facts.
 
 use crate::config::Config;
-use crate::kernel::{RouteSpec, MAIN_TABLE};
 use crate::net::Facts;
+use crate::net::RouteSpec;
 use crate::plan::{self, Conflict};
 use crate::state::{State, Status};
 use serde::Serialize;
@@ -39,14 +39,7 @@ pub struct TunnelStatus {
 
 /// The status of `state` against the live `facts` (whose routes include vpnfix's own).
 pub fn status(state: &State, facts: &Facts, config: &Config) -> TunnelStatus {
-    let in_kernel = |r: &RouteSpec| {
-        facts.routes.iter().any(|k| {
-            k.dst == r.dst
-                && k.dev.as_deref() == Some(r.dev.as_str())
-                && k.protocol.0 == r.protocol
-                && k.gateway == r.gateway
-        })
-    };
+    let in_kernel = |r: &RouteSpec| r.in_table(&facts.routes);
     let routes: Vec<RouteStatus> = state
         .routes
         .iter()
@@ -58,17 +51,7 @@ pub fn status(state: &State, facts: &Facts, config: &Config) -> TunnelStatus {
     live.pushes = state.pushes.clone();
     let p = plan::plan(&live, config);
     let missing: Vec<RouteSpec> = if device_present {
-        p.add
-            .iter()
-            .map(|a| RouteSpec {
-                dst: a.dst,
-                dev: a.dev.clone(),
-                gateway: a.gateway,
-                table: MAIN_TABLE,
-                protocol: config.proto,
-            })
-            .filter(|r| !in_kernel(r))
-            .collect()
+        p.add.iter().map(|a| a.spec(config.proto)).filter(|r| !in_kernel(r)).collect()
     } else {
         Vec::new()
     };

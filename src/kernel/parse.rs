@@ -86,14 +86,6 @@ pub(super) fn message(r: &RouteSpec, index: u32) -> Result<RouteMessage, KernelE
     Ok(builder.build())
 }
 
-pub(super) fn is_same(x: &Route, r: &RouteSpec) -> bool {
-    x.kind == RouteKind::Unicast
-        && x.dst == r.dst
-        && x.dev.as_deref() == Some(r.dev.as_str())
-        && x.gateway == r.gateway
-        && x.protocol == Proto(r.protocol)
-}
-
 /// `RTA_TABLE` carries the full table id; the header's u8 says 252 (`RT_TABLE_COMPAT`) past 255.
 pub(super) fn table_of(msg: &RouteMessage) -> u32 {
     attr!(msg.attributes, RouteAttribute::Table(t) => *t).unwrap_or(u32::from(msg.header.table))

@@ -284,12 +284,7 @@ impl<'a> Index<'a> {
     /// devices of every route tied there (more than one distinct device = undecided).
     fn current(&self, v6: bool, addr: u128) -> Option<(u8, Vec<Option<&'a str>>)> {
         let (p, routes) = self.routes.longest(v6, addr)?;
-        let best = routes.iter().map(|r| r.metric).min()?;
-        let mut devs: Vec<Option<&str>> =
-            routes.iter().filter(|r| r.metric == best).map(|r| r.dev.as_deref()).collect();
-        devs.sort();
-        devs.dedup();
-        Some((p.len, devs))
+        Some((p.len, crate::net::tied_devices(routes.iter().copied())))
     }
 
     /// Splits each block in halves until it is strictly longer than every table route that

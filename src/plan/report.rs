@@ -40,6 +40,19 @@ pub struct PlannedRoute {
     pub owner: String,
 }
 
+impl PlannedRoute {
+    /// The route as vpnfix adds it: in the main table, with vpnfix's protocol number `proto`.
+    pub fn spec(&self, proto: u8) -> crate::net::RouteSpec {
+        crate::net::RouteSpec {
+            dst: self.dst,
+            dev: self.dev.clone(),
+            gateway: self.gateway,
+            table: crate::net::MAIN_TABLE,
+            protocol: proto,
+        }
+    }
+}
+
 impl fmt::Display for PlannedRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.dst)?;
