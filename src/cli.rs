@@ -1,7 +1,7 @@
 //! The command line (clap derive). OpenVPN's and NetworkManager's hook invocations are told apart
 //! from these commands before clap runs (see `main`), because their arguments are positional.
 
-use crate::config::Policy;
+use crate::config::{Overrides, Policy};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use std::path::PathBuf;
@@ -222,22 +222,13 @@ impl From<PolicyArg> for Policy {
 }
 
 impl Selection {
-    /// The flags as a configuration layer of `VPNFIX_*` pairs.
-    pub fn config_layer(&self) -> Vec<(String, String)> {
-        let list = |v: &[IpNet]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        let mut out = Vec::new();
-        if let Some(p) = self.policy {
-            out.push(("VPNFIX_POLICY".into(), Policy::from(p).to_string()));
+    /// The flags that override the configuration, as they are.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            policy: self.policy.map(Policy::from),
+            keep: self.keep.clone(),
+            vpn: self.vpn.clone(),
+            max_routes: self.max_routes,
         }
-        if !self.keep.is_empty() {
-            out.push(("VPNFIX_KEEP".into(), list(&self.keep)));
-        }
-        if !self.vpn.is_empty() {
-            out.push(("VPNFIX_VPN".into(), list(&self.vpn)));
-        }
-        if let Some(n) = self.max_routes {
-            out.push(("VPNFIX_MAX_ROUTES".into(), n.to_string()));
-        }
-        out
     }
 }

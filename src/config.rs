@@ -15,6 +15,14 @@ use std::path::PathBuf;
 /// Where the optional configuration file lives.
 pub const CONF_FILE: &str = "/etc/vpnfix.conf";
 
+/// The variable that names another configuration file (tests give each run its own). It and
+/// [`crate::logging::SYSLOG_VAR`] are read before the layers are merged, so they are not
+/// settings of the merge.
+pub const CONF_FILE_VAR: &str = "VPNFIX_CONF_FILE";
+
+/// The `VPNFIX_*` variables read before the configuration (not reported as unknown).
+const BOOTSTRAP: &[&str] = &["CONF_FILE", "SYSLOG"];
+
 /// Every variable vpnfix reads, without the `VPNFIX_` prefix.
 pub const KEYS: &[&str] = &[
     "POLICY",
@@ -149,6 +157,9 @@ impl Config {
                 let Some(key) = k.strip_prefix("VPNFIX_") else {
                     continue;
                 };
+                if BOOTSTRAP.contains(&key) {
+                    continue;
+                }
                 if !KEYS.contains(&key) {
                     skipped.push(Skipped::new(k.as_str(), "not a vpnfix setting; ignored"));
                 } else if let Err(why) = check_one(key, v) {
@@ -161,6 +172,20 @@ impl Config {
         }
         let config: Config = envy::prefixed("VPNFIX_").from_iter(merged).expect("every value was checked on its own");
         (Config { docker_host, ..config }, skipped)
+    }
+
+    /// This configuration with the command line's typed overrides applied, which beat every
+    /// other layer (they are values already: nothing to parse or check again).
+    pub fn overridden(mut self, o: &Overrides) -> Config {
+        self.policy = o.policy.unwrap_or(self.policy);
+        if !o.keep.is_empty() {
+            self.keep = o.keep.clone();
+        }
+        if !o.vpn.is_empty() {
+            self.vpn = o.vpn.clone();
+        }
+        self.max_routes = o.max_routes.unwrap_or(self.max_routes);
+        self
     }
 
     /// The keep prefix of a family.
@@ -180,6 +205,19 @@ impl Config {
             self.min_prefix_v4
         }
     }
+}
+
+/// Settings given on the command line (manual mode), typed by clap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--policy`.
+    pub policy: Option<Policy>,
+    /// `--keep`.
+    pub keep: Vec<IpNet>,
+    /// `--vpn`.
+    pub vpn: Vec<IpNet>,
+    /// `--max-routes`.
+    pub max_routes: Option<usize>,
 }
 
 /// Parses one setting alone (envy does the typing), then checks its range.

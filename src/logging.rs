@@ -1,5 +1,6 @@
 //! Logging: every line to stderr (OpenVPN copies a script's stderr into its own log, and manual
-//! use reads it there), and to syslog with ident `vpnfix` when `/dev/log` exists.
+//! use reads it there), and to syslog with ident `vpnfix` when `/dev/log` (or `VPNFIX_SYSLOG`)
+//! exists.
 
 use crate::config::LogLevel;
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -42,22 +43,26 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
-/// Installs the logger at `level`. Syslog is used only where `/dev/log` exists, so containers
+/// The syslog socket: `/dev/log`, or `VPNFIX_SYSLOG` (a socket path; `off` or empty: none),
+/// which tests set to one of their own. Read from the process environment, before anything
+/// else: the logger starts first.
+pub const SYSLOG_VAR: &str = "VPNFIX_SYSLOG";
+
+/// Installs the logger at `level`. Syslog is used only where its socket exists, so containers
 /// and test namespaces without a syslog daemon get stderr alone.
 pub fn init(level: LogLevel) {
-    let syslog = std::path::Path::new("/dev/log")
-        .exists()
-        .then(|| {
-            syslog::unix(syslog::Formatter3164 {
-                facility: syslog::Facility::LOG_DAEMON,
-                hostname: None,
-                process: "vpnfix".into(),
-                pid: std::process::id(),
-            })
-            .ok()
-        })
-        .flatten()
-        .map(Mutex::new);
+    let path = match std::env::var_os(SYSLOG_VAR) {
+        Some(p) if p.is_empty() || p == "off" => None,
+        Some(p) => Some(std::path::PathBuf::from(p)),
+        None => Some(std::path::PathBuf::from("/dev/log")),
+    };
+    let formatter = syslog::Formatter3164 {
+        facility: syslog::Facility::LOG_DAEMON,
+        hostname: None,
+        process: "vpnfix".into(),
+        pid: std::process::id(),
+    };
+    let syslog = path.filter(|p| p.exists()).and_then(|p| syslog::unix_custom(formatter, p).ok()).map(Mutex::new);
     if log::set_boxed_logger(Box::new(Logger { syslog })).is_ok() {
         log::set_max_level(filter(level));
     }

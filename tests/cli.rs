@@ -9,8 +9,11 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A configuration file of the test's own (absent) and no syslog: never the machine's.
+const OWN: [(&str, &str); 2] = [("VPNFIX_CONF_FILE", "/nonexistent/vpnfix.conf"), ("VPNFIX_SYSLOG", "off")];
+
 fn vpnfix(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vpnfix")).args(args).env_clear().output().expect("vpnfix runs")
+    Command::new(env!("CARGO_BIN_EXE_vpnfix")).args(args).env_clear().envs(OWN).output().expect("vpnfix runs")
 }
 
 fn golden(name: &str, actual: &str) {
@@ -148,7 +151,13 @@ fn device_names_are_checked_before_they_name_a_file() {
 }
 
 fn hook(env: &[(&str, &str)], args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vpnfix")).args(args).env_clear().envs(env.iter().copied()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_vpnfix"))
+        .args(args)
+        .env_clear()
+        .envs(OWN)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -170,4 +179,34 @@ fn hooks_never_fail_openvpn_unless_route_up_is_strict() {
     let ignored = hook(&[("script_type", "ipchange"), ("dev", "tun0")], &["192.0.2.1 1194"]);
     assert_eq!(ignored.status.code(), Some(0));
     assert!(ignored.stderr.is_empty(), "quiet when there is nothing to do");
+}
+
+/// The configuration file and the syslog socket are the ones the environment names: a test's
+/// own, never the machine's. The file's values count (a bad one is reported naming it), and
+/// every line also reaches the syslog socket, as `vpnfix[pid]`.
+#[test]
+fn the_config_file_and_syslog_are_the_ones_named() {
+    let dir = std::env::temp_dir().join(format!("vpnfix-cli-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("vpnfix.conf");
+    std::fs::write(&conf, "# test\nVPNFIX_POLICY=sideways\nDOCKER_HOST=unix:///nonexistent/engine.sock\n").unwrap();
+    let log = dir.join("log.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&log).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vpnfix"))
+        .args(["plan", "--dev", "lo", "--route", "10.0.0.0/8"])
+        .env_clear()
+        .env("VPNFIX_CONF_FILE", &conf)
+        .env("VPNFIX_SYSLOG", &log)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("VPNFIX_POLICY=\"sideways\": expected split, vpn or local"), "{err}");
+    assert!(err.contains("the container engine at unix:///nonexistent/engine.sock: Socket not found"), "{err}");
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a syslog line");
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(line.contains("vpnfix[") && line.contains("sideways"), "{line}");
 }

@@ -184,6 +184,7 @@ const PUSH_ENV: [(&str, &str); 6] = [
 fn plan_from(dir: &Path) -> String {
     let out = std::process::Command::new(common::vpnfix_bin())
         .env_clear()
+        .envs(common::own_config_and_syslog(&[]))
         .args(["plan", "--json", "--from"])
         .arg(dir)
         .output()

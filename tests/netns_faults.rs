@@ -240,10 +240,13 @@ fn everything_but_route_changes_works_unprivileged() {
         vec!["suggest", "--from", &bundle, "--json"],
     ];
     for args in runs {
+        let bin = common::TempDir::new("bin");
         let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", common::vpnfix_bin()])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .arg(common::vpnfix_copy(bin.path()))
             .args(&args)
             .env_clear()
+            .envs(common::own_config_and_syslog(&[]))
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));

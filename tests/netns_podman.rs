@@ -291,7 +291,7 @@ fn docker_and_podman_are_both_found_at_their_usual_sockets() {
     let script = format!(
         "mount -n -t tmpfs tmpfs /run && mkdir -p /run/podman && touch /run/docker.sock /run/podman/podman.sock \
          && mount -n --bind {} /var/run/docker.sock && mount -n --bind {} /run/podman/podman.sock \
-         && exec env -i {} plan --json --dev tun0 --route 172.16.0.0/12",
+         && exec env -i VPNFIX_SYSLOG=off VPNFIX_CONF_FILE=/nonexistent/vpnfix.conf {} plan --json --dev tun0 --route 172.16.0.0/12",
         docker.sock().display(),
         podman.sock().display(),
         common::vpnfix_bin()

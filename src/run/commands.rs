@@ -3,6 +3,7 @@
 
 use super::{environment, gather_host, load_config, runtime, sections_for, Error, Sections, NO_TUNNEL, REFUSED_HINT};
 use crate::cli::{ExplainArgs, InstallArgs, PlanArgs, SnapshotArgs, StatusArgs, SuggestArgs};
+use crate::config::Overrides;
 use crate::hook::{discover, HookInput};
 use crate::kernel::Kernel;
 use crate::state::StateDir;
@@ -56,7 +57,7 @@ fn sections_text<T>(s: &Sections, items: &[T], text: impl Fn(&crate::net::Facts,
 /// `vpnfix snapshot DIR`: writes this host's facts as a bundle.
 pub fn snapshot(args: &SnapshotArgs) -> Result<String, Error> {
     let env = environment();
-    let config = load_config(&env, &[]);
+    let config = load_config(&env, &Overrides::default());
     let hook_env: Vec<(String, String)> = env.iter().filter(|(k, _)| is_hook_variable(k)).cloned().collect();
     let host = runtime().block_on(async {
         let k = Kernel::connect()?;
@@ -202,7 +203,7 @@ pub fn explain(args: &ExplainArgs) -> Result<String, Error> {
 /// live now.
 pub fn status(args: &StatusArgs) -> Result<String, Error> {
     let env = environment();
-    let config = load_config(&env, &[]);
+    let config = load_config(&env, &Overrides::default());
     // Read-only: no directory yet means nothing recorded since boot, and nothing is created.
     let mut records = Vec::new();
     if let Some(dir) = StateDir::existing(&config.state_dir)? {

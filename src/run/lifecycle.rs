@@ -5,7 +5,7 @@
 use super::{chain, environment, gather, load_config, runtime, selected_input, Error};
 use crate::apply::{self, ApplyError};
 use crate::cli::{CleanupArgs, Selection};
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use crate::hook::{Event, HookInput, Invocation, Source};
 use crate::kernel::Kernel;
 use crate::state::{StateDir, StateError};
@@ -16,7 +16,7 @@ use std::process::ExitCode;
 /// `vpnfix apply`: what route-up does, by hand.
 pub fn apply(sel: &Selection) -> Result<String, Error> {
     let env = environment();
-    let config = load_config(&env, &sel.config_layer());
+    let config = load_config(&env, &sel.overrides());
     let input = selected_input(&env, &[], sel)?;
     connect(&config, input).map(|n| format!("{n}\n"))
 }
@@ -24,7 +24,7 @@ pub fn apply(sel: &Selection) -> Result<String, Error> {
 /// `vpnfix cleanup`: undoes what the state records for one tunnel, or everything vpnfix added.
 pub fn cleanup(args: &CleanupArgs) -> Result<String, Error> {
     let env = environment();
-    let config = load_config(&env, &[]);
+    let config = load_config(&env, &Overrides::default());
     runtime().block_on(async {
         let k = Kernel::connect()?;
         let mut failed = 0;
@@ -138,7 +138,7 @@ fn disconnect(config: &Config, dev: &str) -> Result<(), Error> {
 /// when `VPNFIX_STRICT` is set and something failed.
 pub fn hook(inv: Invocation) -> ExitCode {
     let env = environment();
-    let config = load_config(&env, &[]);
+    let config = load_config(&env, &Overrides::default());
     let input = inv.parse(&env);
     let strict_exit = config.strict
         && match (&inv.source, &input) {

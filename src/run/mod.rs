@@ -13,7 +13,7 @@ pub use lifecycle::{apply, cleanup, hook};
 use crate::apply::ApplyError;
 use crate::bundle::{self, BundleError};
 use crate::cli::Selection;
-use crate::config::{parse_kv_lines, Config, CONF_FILE};
+use crate::config::{parse_kv_lines, Config, Overrides, CONF_FILE, CONF_FILE_VAR};
 use crate::docker;
 use crate::hook::{self, discover, openvpn::HookError, HookInput};
 use crate::kernel::{Kernel, KernelError};
@@ -87,17 +87,20 @@ pub fn environment() -> Vec<(String, String)> {
     std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect()
 }
 
-/// Configuration from `/etc/vpnfix.conf`, the environment and the flags, in that order.
-fn load_config(env: &[(String, String)], flags: &[(String, String)]) -> Config {
-    let file = match std::fs::read_to_string(CONF_FILE) {
+/// Configuration from `/etc/vpnfix.conf` (or the file `VPNFIX_CONF_FILE` names), the
+/// environment and the command line's overrides, in that order.
+fn load_config(env: &[(String, String)], flags: &Overrides) -> Config {
+    let path = env.iter().find(|(k, _)| k == CONF_FILE_VAR).map_or(CONF_FILE, |(_, v)| v.as_str());
+    let file = match std::fs::read_to_string(path) {
         Ok(text) => parse_kv_lines(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            warn!("cannot read {CONF_FILE} ({e}); using the environment and defaults");
+            warn!("cannot read {path} ({e}); using the environment and defaults");
             Vec::new()
         }
     };
-    let (config, skipped) = Config::from_layers([file.as_slice(), env, flags]);
+    let (config, skipped) = Config::from_layers([file.as_slice(), env]);
+    let config = config.overridden(flags);
     crate::logging::set_level(config.log);
     for s in skipped {
         warn!("{s}");
@@ -253,14 +256,15 @@ fn sections_for(
 ) -> Result<(Sections, Host), Error> {
     if let Some(dir) = from {
         let (host, benv) = Host::from_bundle(bundle::read(dir)?);
-        let (config, config_skipped) = Config::from_layers([benv.as_slice(), sel.config_layer().as_slice()]);
+        let (config, config_skipped) = Config::from_layers([benv.as_slice()]);
+        let config = config.overridden(&sel.overrides());
         let mut sections = sections(&host, &benv, sel, config)?;
         for f in &mut sections.facts {
             f.skipped.splice(0..0, config_skipped.iter().cloned());
         }
         return Ok((sections, host));
     }
-    let config = load_config(env, &sel.config_layer());
+    let config = load_config(env, &sel.overrides());
     let host = runtime().block_on(async {
         let k = Kernel::connect()?;
         gather_host(&k, &config).await

@@ -71,6 +71,20 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
     v
 }
 
+/// What every run of vpnfix in a test gets unless the test sets it itself: a configuration file
+/// of its own (which does not exist) instead of the machine's /etc/vpnfix.conf, and no syslog
+/// instead of the machine's /dev/log.
+pub fn own_config_and_syslog(env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out = env.to_vec();
+    let conf = std::env::temp_dir().join(format!("vft-no-conf-{}/vpnfix.conf", std::process::id()));
+    for (k, v) in [("VPNFIX_CONF_FILE", conf.display().to_string()), ("VPNFIX_SYSLOG", "off".to_string())] {
+        if !out.iter().any(|(key, _)| key == k) {
+            out.push((k.to_string(), v));
+        }
+    }
+    out
+}
+
 /// The vpnfix binary under test.
 pub fn vpnfix_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vpnfix")
@@ -202,7 +216,7 @@ impl Netns {
     pub fn vpnfix(&self, env: &[(String, String)], args: &[&str]) -> Output {
         let mut c = self.cmd("env");
         c.arg("-i");
-        c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+        c.args(own_config_and_syslog(env).iter().map(|(k, v)| format!("{k}={v}")));
         c.arg(vpnfix_bin()).args(args);
         c.output().unwrap()
     }
@@ -213,7 +227,7 @@ impl Netns {
         let bin = TempDir::new("bin");
         let mut c = self.cmd("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i"]);
-        c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+        c.args(own_config_and_syslog(env).iter().map(|(k, v)| format!("{k}={v}")));
         c.arg(vpnfix_copy(bin.path())).args(args);
         c.output().unwrap()
     }

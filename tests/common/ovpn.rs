@@ -359,6 +359,9 @@ impl World {
                 assert!(c.contains(&line), "openvpn/vpnfix.conf no longer has `{hook} /usr/local/bin/vpnfix`");
             }
             c += &format!("setenv VPNFIX_STATE_DIR {}\n", self.state_dir().display());
+            for (k, v) in super::own_config_and_syslog(&[]) {
+                c += &format!("setenv {k} {v}\n");
+            }
             c += &format!("setenv DOCKER_HOST {}\n", self.docker.host());
         }
         c
