@@ -1,51 +1,60 @@
-//! Runs a plan against the kernel and records what really happened; undoes exactly that.
+//! Carries out what [`crate::reconcile`] decides against the kernel, and records what really
+//! happened; undoes exactly that.
 //!
 //! Connect stops at the first hard failure and leaves a true record; disconnect tries every
-//! removal and reports all failures. Each change is logged once, just before it happens.
+//! removal and reports all failures. Changes go to the kernel a batch at a time (one datagram),
+//! each logged once just before its batch is sent.
 
-use crate::cidr::{bits_ip, Prefix};
-use crate::kernel::{Added, Deleted, KernelError, RouteGet, RouteSpec, IN_FLIGHT};
+use crate::kernel::{Added, Deleted, KernelError, RouteGet, RouteSpec};
 use crate::net::{Link, Push, Route};
 use crate::plan::Plan;
-use crate::reconcile;
+use crate::reconcile::{self, Why};
 use crate::state::{Entry, State, StateDir, StateError, Status, VERSION};
-use futures::stream::{FuturesOrdered, StreamExt};
 use log::{info, warn};
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::IpAddr;
 
 /// The kernel as apply needs it; [`crate::kernel::Kernel`] is the real one, tests may pass a
-/// fake that fails on purpose.
-#[allow(async_fn_in_trait)] // one current-thread runtime: no Send bound needed
+/// fake that fails on purpose. Each batch call answers every item, in order; its outer error is
+/// a failure of the connection itself.
 pub trait Netlink {
     /// The main table.
-    async fn routes(&self) -> Result<Vec<Route>, KernelError>;
+    fn routes(&self) -> Result<Vec<Route>, KernelError>;
     /// The devices.
-    async fn links(&self) -> Result<Vec<Link>, KernelError>;
-    /// Adds a route, create-exclusive.
-    async fn add(&self, r: &RouteSpec) -> Result<Added, KernelError>;
-    /// Deletes exactly this route.
-    async fn delete(&self, r: &RouteSpec) -> Result<Deleted, KernelError>;
-    /// Asks the kernel which route it picks for an address.
-    async fn route_get(&self, addr: IpAddr) -> Result<RouteGet, KernelError>;
+    fn links(&self) -> Result<Vec<Link>, KernelError>;
+    /// How many changes to hand over at a time (logged just before).
+    fn batch(&self) -> usize;
+    /// Adds routes, create-exclusive.
+    fn add_all(&self, routes: &[RouteSpec]) -> Result<Vec<Result<Added, KernelError>>, KernelError>;
+    /// Deletes exactly these routes.
+    fn delete_all(&self, routes: &[RouteSpec]) -> Result<Vec<Result<Deleted, KernelError>>, KernelError>;
+    /// Asks the kernel which route it picks for each address.
+    fn route_get_all(&self, addrs: &[IpAddr]) -> Result<Vec<Result<RouteGet, KernelError>>, KernelError>;
+    /// Whether policy routing is the kernel's default (so the main table decides).
+    fn rules_are_default(&self) -> Result<bool, KernelError>;
 }
 
 impl Netlink for crate::kernel::Kernel {
-    async fn routes(&self) -> Result<Vec<Route>, KernelError> {
-        crate::kernel::Kernel::routes(self).await
+    fn routes(&self) -> Result<Vec<Route>, KernelError> {
+        crate::kernel::Kernel::routes(self)
     }
-    async fn links(&self) -> Result<Vec<Link>, KernelError> {
-        crate::kernel::Kernel::links(self).await
+    fn links(&self) -> Result<Vec<Link>, KernelError> {
+        crate::kernel::Kernel::links(self)
     }
-    async fn add(&self, r: &RouteSpec) -> Result<Added, KernelError> {
-        crate::kernel::Kernel::add(self, r).await
+    fn batch(&self) -> usize {
+        crate::kernel::Kernel::batch(self)
     }
-    async fn delete(&self, r: &RouteSpec) -> Result<Deleted, KernelError> {
-        crate::kernel::Kernel::delete(self, r).await
+    fn add_all(&self, routes: &[RouteSpec]) -> Result<Vec<Result<Added, KernelError>>, KernelError> {
+        crate::kernel::Kernel::add_all(self, routes)
     }
-    async fn route_get(&self, addr: IpAddr) -> Result<RouteGet, KernelError> {
-        crate::kernel::Kernel::route_get(self, addr).await
+    fn delete_all(&self, routes: &[RouteSpec]) -> Result<Vec<Result<Deleted, KernelError>>, KernelError> {
+        crate::kernel::Kernel::delete_all(self, routes)
+    }
+    fn route_get_all(&self, addrs: &[IpAddr]) -> Result<Vec<Result<RouteGet, KernelError>>, KernelError> {
+        crate::kernel::Kernel::route_get_all(self, addrs)
+    }
+    fn rules_are_default(&self) -> Result<bool, KernelError> {
+        crate::kernel::Kernel::rules_are_default(self)
     }
 }
 
@@ -80,70 +89,20 @@ pub struct Installed {
     pub present: usize,
     /// Planned routes a foreign route blocked (reported, never replaced).
     pub blocked: usize,
-    /// Routes the kernel does not pick as planned after all (route get disagrees).
+    /// Routes the kernel does not pick as planned after all.
     pub unverified: usize,
     /// Routes of ours deleted: no longer wanted, or stale.
     pub removed: usize,
-}
-
-/// Removes vpnfix's stale routes before a connect of `tunnel`: those on `tunnel` itself, and
-/// those on other devices that no live tunnel's state claims (their tunnel vanished, or a crash
-/// lost the record). Routes on other tunnel devices that still exist are theirs to manage.
-pub async fn sweep<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str, proto: u8) -> Result<usize, ApplyError> {
-    // Dump first, read states second: another tunnel records its intent before it adds, so any
-    // route of its in this dump is already claimed when its state is read.
-    let own: Vec<Route> = k.routes().await?.into_iter().filter(|r| r.protocol.0 == proto).collect();
-    if own.is_empty() {
-        return Ok(0);
-    }
-    let links = k.links().await?;
-    let live = |dev: &str| links.iter().any(|l| l.name == dev);
-    // Other live tunnels with a state: their routes are theirs, and so is what they claim.
-    let others: HashSet<String> = dir.tunnels()?.into_iter().filter(|t| t != tunnel && live(t)).collect();
-    let mut claimed: HashSet<RouteSpec> = HashSet::new();
-    for other in &others {
-        match dir.read(other) {
-            Ok(Some(s)) => claimed.extend(s.routes.into_iter().map(|e| e.route)),
-            Ok(None) => {}
-            Err(e) => warn!("{e}"),
-        }
-    }
-    let stale: Vec<RouteSpec> = own
-        .iter()
-        .filter_map(RouteSpec::of_route)
-        .filter(|r| !others.contains(&r.dev) && !claimed.contains(r))
-        .collect();
-    let (mut removed, mut failure) = (0, None);
-    let start = |r| {
-        info!("removing stale {r}: left by an earlier vpnfix run");
-        k.delete(r)
-    };
-    pipelined(&stale, start, |_, result| match result {
-        Ok(d) => {
-            removed += usize::from(d == Deleted::Deleted);
-            true
-        }
-        Err(e) => keep_first(&mut failure, e),
-    })
-    .await;
-    if let Some(e) = failure {
-        return Err(e.into());
-    }
-    for gone in dir.tunnels()?.into_iter().filter(|t| t != tunnel && !live(t)) {
-        let _lock = dir.lock(&gone)?;
-        dir.remove(&gone)?;
-    }
-    Ok(removed)
 }
 
 /// Connects a tunnel as a reconcile of `table` (the kernel's main table as gathered, vpnfix's
 /// own routes included) with `plan`: what the plan wants and the kernel has stays untouched;
 /// the intent is recorded; missing routes are added (a route of ours with the same destination
 /// freed first), then the ones no longer wanted or claimed by no live tunnel are deleted; the
-/// kernel's answer is checked for each recorded block, and what is really there recorded. A
+/// kernel's pick is checked for each recorded block, and what is really there recorded. A
 /// repeated connect with nothing changed sends no route change at all. Stops at the first hard
 /// failure, leaving a true record.
-pub async fn reconcile<K: Netlink>(
+pub fn reconcile<K: Netlink>(
     k: &K,
     dir: &StateDir,
     plan: &Plan,
@@ -154,18 +113,9 @@ pub async fn reconcile<K: Netlink>(
 ) -> Result<Installed, ApplyError> {
     let tunnel = plan.tunnel.as_str();
     let wanted: Vec<RouteSpec> = plan.add.iter().map(|r| r.spec(proto)).collect();
-    let old = match dir.read(tunnel) {
-        Ok(s) => s.map(|s| s.routes).unwrap_or_default(),
-        Err(e @ StateError::Corrupt { .. }) => {
-            warn!("{e}");
-            Vec::new()
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let old = recorded(dir, tunnel)?;
     let mine = reconcile::Mine { tunnel, recorded: old.iter().map(|e| e.route.clone()).collect() };
-    let others = claims(dir, tunnel, links)?;
-    let own = reconcile::own_routes(table, proto);
-    let changes = reconcile::diff(&own, &wanted, &mine, &others);
+    let changes = reconcile::diff(&reconcile::own_routes(table, proto), &wanted, &mine, &claims(dir, tunnel, links)?);
     let status_of = |r: &RouteSpec| old.iter().find(|e| e.route == *r).map_or(Status::Present, |e| e.status);
     let entry = |route: &RouteSpec, status| Entry { route: route.clone(), status };
     let mut state = State { version: VERSION, tunnel: tunnel.to_string(), pushes: pushes.to_vec(), routes: Vec::new() };
@@ -182,20 +132,35 @@ pub async fn reconcile<K: Netlink>(
         dir.write(&state)?;
     }
     let mut done = Installed { present: changes.keep.len(), ..Installed::default() };
-    let mut failure = deletes(k, &changes.delete_first, &mut state, &mut done).await;
+    let mut failure = deletes(k, &changes.delete_first, &mut state, &mut done);
     if failure.is_none() {
-        failure = adds(k, plan, &wanted, &changes.add, &mut state, &mut done).await;
+        failure = adds(k, plan, &wanted, &changes.add, &mut state, &mut done);
     }
     if failure.is_none() {
-        failure = deletes(k, &changes.delete_after, &mut state, &mut done).await;
+        failure = deletes(k, &changes.delete_after, &mut state, &mut done);
     }
     state.routes.retain(|e| e.status != Status::Pending);
-    done.unverified = verify(k, &state).await;
+    if !changes.is_empty() {
+        done.unverified = verify(k, &state);
+    }
     record(dir, &state)?;
     forget_vanished(dir, tunnel, links)?;
     match failure {
         Some(source) => Err(ApplyError::Stopped { added: done.added, planned: wanted.len(), source }),
         None => Ok(done),
+    }
+}
+
+/// What this tunnel's record holds; a corrupt record is reported and taken as empty (its routes
+/// still carry vpnfix's protocol number: the reconcile finds them as stale).
+fn recorded(dir: &StateDir, tunnel: &str) -> Result<Vec<Entry>, StateError> {
+    match dir.read(tunnel) {
+        Ok(s) => Ok(s.map(|s| s.routes).unwrap_or_default()),
+        Err(e @ StateError::Corrupt { .. }) => {
+            warn!("{e}");
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -224,9 +189,11 @@ fn forget_vanished(dir: &StateDir, tunnel: &str, links: &[Link]) -> Result<(), S
     Ok(())
 }
 
-/// Adds the planned routes `todo` (indexes into `wanted` and the plan), pipelined, each logged
-/// with its reason just before its request; marks each in `state`. The first hard failure.
-async fn adds<K: Netlink>(
+/// Adds the planned routes `todo` (indexes into `wanted` and the plan) a batch at a time, each
+/// logged with its reason just before its batch; marks each in `state`. After a hard failure
+/// no further batch is sent (what the kernel answered of the last one counts). The first hard
+/// failure.
+fn adds<K: Netlink>(
     k: &K,
     plan: &Plan,
     wanted: &[RouteSpec],
@@ -235,136 +202,132 @@ async fn adds<K: Netlink>(
     done: &mut Installed,
 ) -> Option<KernelError> {
     let mut failure = None;
-    let start = |i: &usize| {
-        info!("{}", plan.add[*i]);
-        k.add(&wanted[*i])
-    };
-    pipelined(todo, start, |n, result| {
-        let entry = state.routes.iter_mut().find(|e| e.route == wanted[todo[n]] && e.status == Status::Pending);
-        match (result, entry) {
-            (Ok(Added::Added), Some(e)) => (e.status, done.added) = (Status::Added, done.added + 1),
-            (Ok(Added::Unchanged), Some(e)) => (e.status, done.present) = (Status::Present, done.present + 1),
-            (Ok(_), None) => {}
-            (Err(e @ KernelError::Foreign { .. }), _) => {
-                warn!("{e}");
-                done.blocked += 1;
+    for chunk in todo.chunks(k.batch()) {
+        chunk.iter().for_each(|i| info!("{}", plan.add[*i]));
+        let specs: Vec<RouteSpec> = chunk.iter().map(|i| wanted[*i].clone()).collect();
+        let results = match k.add_all(&specs) {
+            Ok(r) => r,
+            Err(e) => return Some(e),
+        };
+        for (r, result) in specs.iter().zip(results) {
+            let entry = state.routes.iter_mut().find(|e| e.route == *r && e.status == Status::Pending);
+            match (result, entry) {
+                (Ok(Added::Added), Some(e)) => (e.status, done.added) = (Status::Added, done.added + 1),
+                (Ok(Added::Unchanged), Some(e)) => (e.status, done.present) = (Status::Present, done.present + 1),
+                (Ok(_), None) => {}
+                (Err(e @ KernelError::Foreign { .. }), _) => {
+                    warn!("{e}");
+                    done.blocked += 1;
+                }
+                (Err(e), _) => keep_first(&mut failure, e),
             }
-            (Err(e), _) => return keep_first(&mut failure, e),
         }
-        true
-    })
-    .await;
+        if failure.is_some() {
+            break;
+        }
+    }
     failure
 }
 
-/// Deletes routes of ours that are no longer wanted or are stale, pipelined, each logged with
-/// why just before its request; what is gone leaves `state`. The first hard failure.
-async fn deletes<K: Netlink>(
+/// Deletes routes of ours that are no longer wanted or are stale, a batch at a time, each
+/// logged with why just before its batch; what is gone leaves `state`. The first hard failure.
+fn deletes<K: Netlink>(
     k: &K,
-    todo: &[(RouteSpec, reconcile::Why)],
+    todo: &[(RouteSpec, Why)],
     state: &mut State,
     done: &mut Installed,
 ) -> Option<KernelError> {
     let mut failure = None;
-    let start = |item| {
-        let (r, why): &(RouteSpec, reconcile::Why) = item;
-        match why {
-            reconcile::Why::Unwanted => info!("removing {r}: no longer wanted"),
-            reconcile::Why::Stale => info!("removing stale {r}: left by an earlier vpnfix run"),
+    for chunk in todo.chunks(k.batch()) {
+        for (r, why) in chunk {
+            match why {
+                Why::Unwanted => info!("removing {r}: no longer wanted"),
+                Why::Stale => info!("removing stale {r}: left by an earlier vpnfix run"),
+            }
         }
-        k.delete(r)
-    };
-    pipelined(todo, start, |n, result| match result {
-        Ok(d) => {
-            done.removed += usize::from(d == Deleted::Deleted);
-            state.routes.retain(|e| e.route != todo[n].0);
-            true
+        let specs: Vec<RouteSpec> = chunk.iter().map(|(r, _)| r.clone()).collect();
+        let results = match k.delete_all(&specs) {
+            Ok(r) => r,
+            Err(e) => return Some(e),
+        };
+        for (r, result) in specs.iter().zip(results) {
+            match result {
+                Ok(d) => {
+                    done.removed += usize::from(d == Deleted::Deleted);
+                    state.routes.retain(|e| e.route != *r);
+                }
+                Err(e) => keep_first(&mut failure, e),
+            }
         }
-        Err(e) => keep_first(&mut failure, e),
-    })
-    .await;
+        if failure.is_some() {
+            break;
+        }
+    }
     failure
 }
 
-/// Records the first hard failure (and says so of any later one, which is not returned);
-/// always `false`: send nothing more.
-fn keep_first(first: &mut Option<KernelError>, e: KernelError) -> bool {
+/// Records the first hard failure (and says so of any later one, which is not returned).
+fn keep_first(first: &mut Option<KernelError>, e: KernelError) {
     match first {
         None => *first = Some(e),
         Some(_) => warn!("{e}"),
     }
-    false
 }
 
-/// Runs `start` on each item with up to [`IN_FLIGHT`] of the futures it returns pending at once,
-/// and hands their results to `done` in order. `start` makes the request only when its future
-/// is first polled, so whatever it logs precedes the change. Once `done` returns `false` no
-/// further item is started; those in flight are still awaited and handed to `done`.
-async fn pipelined<'a, T, R, F>(
-    items: &'a [T],
-    mut start: impl FnMut(&'a T) -> F,
-    mut done: impl FnMut(usize, R) -> bool,
-) where
-    F: Future<Output = R>,
-{
-    let (mut next, mut go) = (0, true);
-    let mut flight = FuturesOrdered::new();
-    loop {
-        while go && next < items.len() && flight.len() < IN_FLIGHT {
-            flight.push_back(start(&items[next]));
-            next += 1;
-        }
-        let Some(result) = flight.next().await else { break };
-        go &= done(next - flight.len() - 1, result);
-    }
-}
-
-/// Asks the kernel, for the first and last address of every recorded block, which device it
-/// picks; counts (and reports) disagreements. The lookups are pipelined; each block's answers
-/// are then read as before: the first address, and the last only when the first agreed.
-async fn verify<K: Netlink>(k: &K, state: &State) -> usize {
-    let addrs: Vec<IpAddr> = state.routes.iter().flat_map(addrs_of).collect();
-    let mut answers = Vec::with_capacity(addrs.len());
-    pipelined(
-        &addrs,
-        |a| k.route_get(*a),
-        |_, r| {
-            answers.push(r);
-            true
+/// Checks that the kernel picks every recorded route for every address of its block (past
+/// the host's own addresses, which the local table answers first); counts (and reports) those
+/// it does not. Under the kernel's default policy routing one dump of the main table proves it
+/// ([`reconcile::not_picked`]); with rules of someone's own the kernel is asked for the first
+/// and last address of each block.
+fn verify<K: Netlink>(k: &K, state: &State) -> usize {
+    let routes: Vec<&RouteSpec> = state.routes.iter().map(|e| &e.route).collect();
+    let wrong = match k.rules_are_default() {
+        Ok(true) => match k.routes() {
+            Ok(table) => reconcile::not_picked(&routes, &table),
+            Err(e) => return cannot_verify(&e, routes.len()),
         },
-    )
-    .await;
-    let mut wrong = 0;
-    for (e, pair) in state.routes.iter().zip(answers.chunks(2)) {
-        for (a, answer) in addrs_of(e).into_iter().zip(pair) {
+        Ok(false) => match asked(k, &routes) {
+            Ok(wrong) => wrong,
+            Err(e) => return cannot_verify(&e, routes.len()),
+        },
+        Err(e) => return cannot_verify(&e, routes.len()),
+    };
+    for (r, how) in &wrong {
+        warn!("{r}: {how}, though vpnfix added it");
+    }
+    wrong.len()
+}
+
+fn cannot_verify(e: &KernelError, n: usize) -> usize {
+    warn!("cannot verify the {n} route(s): {}", crate::logging::chain(e));
+    0
+}
+
+/// The kernel's own answer for the first and last address of every block: the routes it does
+/// not pick, with what it picks instead.
+fn asked<'a, K: Netlink>(k: &K, routes: &[&'a RouteSpec]) -> Result<Vec<(&'a RouteSpec, String)>, KernelError> {
+    let addrs: Vec<IpAddr> = routes.iter().flat_map(|r| reconcile::ends(r.dst)).collect();
+    let mut answers = k.route_get_all(&addrs)?.into_iter();
+    let mut wrong = Vec::new();
+    for r in routes {
+        // Both answers of a block are taken before either is read: a break must not leave one
+        // behind for the next block.
+        let pair: Vec<_> = answers.by_ref().take(2).collect();
+        for (a, answer) in reconcile::ends(r.dst).into_iter().zip(pair) {
             match answer {
-                Ok(got) if got.dev.as_deref() == Some(e.route.dev.as_str()) => {}
-                // The local table answers first for the host's own addresses and subnet
-                // broadcasts (e.g. 172.20.255.255 on a /16 bridge); no main route changes that.
-                Ok(got) if got.host_owned => {}
+                Ok(got) if got.dev.as_deref() == Some(r.dev.as_str()) || got.host_owned => {}
                 Ok(got) => {
-                    warn!(
-                        "{a} still leaves via {} although {} was added",
-                        got.dev.as_deref().unwrap_or("nothing"),
-                        e.route
-                    );
-                    wrong += 1;
+                    wrong.push((*r, format!("{a} still leaves via {}", got.dev.as_deref().unwrap_or("nothing"))));
                     break;
                 }
-                Err(err) => {
-                    warn!("cannot verify {}: {err}", e.route);
+                Err(e) => {
+                    warn!("cannot verify {r}: {e}");
                     break;
                 }
             }
         }
     }
-    wrong
-}
-
-/// The first and last address of an entry's block.
-fn addrs_of(e: &Entry) -> [IpAddr; 2] {
-    let p = Prefix::from(e.route.dst);
-    [bits_ip(p.v6, p.addr), bits_ip(p.v6, p.last())]
+    Ok(wrong)
 }
 
 fn record(dir: &StateDir, state: &State) -> Result<(), StateError> {
@@ -387,46 +350,51 @@ pub struct Removed {
 }
 
 /// Deletes exactly what the tunnel's state records (all of it, reporting every failure), then
-/// removes the state; failed entries stay recorded for `cleanup`. Deletes are pipelined, each
-/// logged just before its request is made.
-pub async fn remove<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str) -> Result<Removed, ApplyError> {
+/// removes the state; failed entries stay recorded for `cleanup`.
+pub fn remove<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str) -> Result<Removed, ApplyError> {
     let Some(mut state) = dir.read(tunnel)? else {
         return Ok(Removed::default());
     };
     let routes: Vec<RouteSpec> = state.routes.iter().map(|e| e.route.clone()).collect();
-    let (out, failed_at) = delete_all(k, &routes).await;
+    let (out, failed_at) = delete_every(k, &routes)?;
     state.routes = failed_at.into_iter().map(|i| state.routes[i].clone()).collect();
     record(dir, &state)?;
     Ok(out)
 }
 
-/// Deletes every route that carries vpnfix's protocol number, whatever the state says
-/// (`cleanup --all`). Reports every failure.
-pub async fn sweep_all<K: Netlink>(k: &K, proto: u8) -> Result<Removed, ApplyError> {
-    let own: Vec<RouteSpec> =
-        k.routes().await?.iter().filter(|r| r.protocol.0 == proto).filter_map(RouteSpec::of_route).collect();
-    Ok(delete_all(k, &own).await.0)
+/// Removes what a tunnel has no trustworthy record of (its state file is corrupt): vpnfix's
+/// routes on its device, and those on other devices no other live tunnel claims.
+pub fn sweep<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str, proto: u8) -> Result<Removed, ApplyError> {
+    let links = k.links()?;
+    let mine = reconcile::Mine { tunnel, recorded: HashSet::new() };
+    let changes =
+        reconcile::diff(&reconcile::own_routes(&k.routes()?, proto), &[], &mine, &claims(dir, tunnel, &links)?);
+    let stale: Vec<RouteSpec> = changes.delete_after.into_iter().map(|(r, _)| r).collect();
+    Ok(delete_every(k, &stale)?.0)
 }
 
-/// Deletes every route (pipelined, each logged first), trying all of them; also returns the
-/// indexes of those that failed, in order.
-async fn delete_all<K: Netlink>(k: &K, routes: &[RouteSpec]) -> (Removed, Vec<usize>) {
+/// Deletes every route that carries vpnfix's protocol number, whatever the state says
+/// (`cleanup --all`). Reports every failure.
+pub fn sweep_all<K: Netlink>(k: &K, proto: u8) -> Result<Removed, ApplyError> {
+    Ok(delete_every(k, &reconcile::own_routes(&k.routes()?, proto))?.0)
+}
+
+/// Deletes every route (a batch at a time, each logged first), trying all of them; also returns
+/// the indexes of those that failed, in order.
+fn delete_every<K: Netlink>(k: &K, routes: &[RouteSpec]) -> Result<(Removed, Vec<usize>), KernelError> {
     let (mut out, mut failed_at) = (Removed::default(), Vec::new());
-    let start = |r| {
-        info!("removing {r}");
-        k.delete(r)
-    };
-    pipelined(routes, start, |i, result| {
-        match result {
-            Ok(Deleted::Deleted) => out.deleted += 1,
-            Ok(Deleted::Unchanged) => out.gone += 1,
-            Err(err) => {
-                out.failed.push(err);
-                failed_at.push(i);
+    for (c, chunk) in routes.chunks(k.batch()).enumerate() {
+        chunk.iter().for_each(|r| info!("removing {r}"));
+        for (i, result) in k.delete_all(chunk)?.into_iter().enumerate() {
+            match result {
+                Ok(Deleted::Deleted) => out.deleted += 1,
+                Ok(Deleted::Unchanged) => out.gone += 1,
+                Err(err) => {
+                    out.failed.push(err);
+                    failed_at.push(c * k.batch() + i);
+                }
             }
         }
-        true
-    })
-    .await;
-    (out, failed_at)
+    }
+    Ok((out, failed_at))
 }

@@ -14,17 +14,19 @@ use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourMessage;
 use rtnetlink::packet_route::route::{RouteAttribute, RouteFlags, RouteMessage, RouteScope, RouteType};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use wire::Answer;
 
 mod error;
 mod parse;
 mod wire;
 
-use error::has_errno;
-pub use error::{errno, KernelError};
+pub use error::KernelError;
+pub use wire::WireError;
 
 use parse::{
     addr, family, ifindex, link, message, neighbour, next_hop, oifs, route, route_get, table_of, RTM_NEWADDR,
@@ -74,13 +76,24 @@ pub struct RouteGet {
     pub host_owned: bool,
 }
 
-/// The messages of one type in a dump, parsed; one that does not parse is left out, as
-/// netlink-proto's codec leaves it out of rtnetlink's dumps.
-fn parse_all<M: Parseable<[u8]>>(raws: Vec<wire::Raw>, kind: u16) -> Vec<M> {
-    raws.iter().filter(|r| r.kind == kind).filter_map(|r| M::parse(&r.body).ok()).collect()
+/// The messages of one type in a dump, parsed; how many of that type did not parse.
+fn parse_all<M: Parseable<[u8]>>(raws: Vec<wire::Raw>, kind: u16) -> (Vec<M>, usize) {
+    let mut bad = 0;
+    let msgs =
+        raws.iter().filter(|r| r.kind == kind).filter_map(|r| M::parse(&r.body).map_err(|_| bad += 1).ok()).collect();
+    (msgs, bad)
 }
 
-/// An rtnetlink connection in the namespace of the thread that made it.
+/// Says, once per dump, how many of its messages vpnfix could not read (a kernel newer than
+/// the parser, say): they are left out of the facts, never silently.
+fn unreadable(what: &str, bad: usize) {
+    if bad > 0 {
+        log::warn!("{bad} {what} message(s) of the kernel could not be read; left out");
+    }
+}
+
+/// An rtnetlink connection in the network namespace of the thread that opened it: plain,
+/// blocking requests (many to a datagram) and dumps, no runtime.
 ///
 /// It remembers device names by index (and back) from its link dumps and lookups, so that the
 /// routes, addresses and neighbours it reads and the routes it changes name their devices
@@ -90,7 +103,7 @@ fn parse_all<M: Parseable<[u8]>>(raws: Vec<wire::Raw>, kind: u16) -> Vec<M> {
 /// kernel has flushed its routes.
 pub struct Kernel {
     wire: wire::Wire,
-    names: Mutex<Names>,
+    names: RefCell<Names>,
 }
 
 /// Device names by index and indexes by name.
@@ -107,190 +120,301 @@ impl Names {
     }
 }
 
-/// How many requests may wait for their answers at once on one [`Kernel`]. Each unread answer
-/// sits in the socket's receive buffer (`net.core.rmem_default`, 208 KiB by default), and the
-/// kernel drops one that does not fit (`netlink_overrun`: ENOBUFS, the request never answered).
-/// A route lookup's answer is built in an `NLMSG_GOODSIZE` buffer (about 4.3 KiB with its skb,
-/// `inet_rtm_getroute`), an ack in well under 1 KiB: 32 lookups fill about two thirds.
-pub const IN_FLIGHT: usize = 32;
+/// Flags of an exclusive add: never `NLM_F_REPLACE`.
+const ADD: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE;
 
 impl Kernel {
-    /// Opens a netlink socket; like every adapter call, it must run inside a tokio runtime.
+    /// Opens a netlink socket in the calling thread's network namespace.
     pub fn connect() -> Result<Kernel, KernelError> {
-        // The socket needs no runtime of its own, but every caller awaits it on one.
-        tokio::runtime::Handle::try_current().map_err(KernelError::NoRuntime)?;
         let wire = wire::Wire::connect().map_err(KernelError::Connect)?;
-        Ok(Kernel { wire, names: Mutex::new(Names::default()) })
+        Ok(Kernel { wire, names: RefCell::new(Names::default()) })
+    }
+
+    /// How many route changes go to the kernel in one datagram: callers that log each change
+    /// before it happens hand over this many at a time.
+    pub fn batch(&self) -> usize {
+        self.wire.batch()
     }
 
     /// The main table, IPv4 then IPv6, every protocol, as `ip route show table main` lists it.
-    pub async fn routes(&self) -> Result<Vec<Route>, KernelError> {
+    pub fn routes(&self) -> Result<Vec<Route>, KernelError> {
         // One dump of every family (`rtnl_dump_all` walks them in order: IPv4, IPv6, then the
         // multicast and MPLS tables, which the family filter drops).
-        let mut out = self.table(AddressFamily::Unspec, MAIN_TABLE).await?;
+        let mut out = self.table(AddressFamily::Unspec, MAIN_TABLE)?;
         out.sort_by_key(|r| r.dst.addr().is_ipv6()); // stable: IPv4 first, each in kernel order
         Ok(out)
     }
 
     /// Every device, with its link kind and, for tun devices, whether it is a tap.
-    pub async fn links(&self) -> Result<Vec<Link>, KernelError> {
-        self.link_dump().await
+    pub fn links(&self) -> Result<Vec<Link>, KernelError> {
+        self.link_dump()
     }
 
     /// Every address on every device, IPv4 and IPv6.
-    pub async fn addrs(&self) -> Result<Vec<Addr>, KernelError> {
+    pub fn addrs(&self) -> Result<Vec<Addr>, KernelError> {
         let body = RouteNetlinkMessage::GetAddress(AddressMessage::default());
-        let msgs: Vec<AddressMessage> = parse_all(self.wire.dump(body).await.map_err(dump("addresses"))?, RTM_NEWADDR);
-        self.know(msgs.iter().map(|m| m.header.index)).await?;
-        let names = self.names();
+        let (msgs, bad): (Vec<AddressMessage>, _) =
+            parse_all(self.wire.dump(body).map_err(dump("addresses"))?, RTM_NEWADDR);
+        unreadable("address", bad);
+        self.know(msgs.iter().map(|m| m.header.index))?;
+        let names = self.names.borrow();
         Ok(msgs.iter().filter_map(|m| addr(m, &names.by_index)).collect())
     }
 
     /// The ARP and NDP tables (every state, NOARP included; the planner chooses).
-    pub async fn neighbours(&self) -> Result<Vec<Neighbour>, KernelError> {
+    pub fn neighbours(&self) -> Result<Vec<Neighbour>, KernelError> {
         let body = RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default());
-        let msgs: Vec<NeighbourMessage> =
-            parse_all(self.wire.dump(body).await.map_err(dump("neighbours"))?, RTM_NEWNEIGH);
-        self.know(msgs.iter().map(|m| m.header.ifindex)).await?;
-        let names = self.names();
+        let (msgs, bad): (Vec<NeighbourMessage>, _) =
+            parse_all(self.wire.dump(body).map_err(dump("neighbours"))?, RTM_NEWNEIGH);
+        unreadable("neighbour", bad);
+        self.know(msgs.iter().map(|m| m.header.ifindex))?;
+        let names = self.names.borrow();
         Ok(msgs.iter().filter_map(|m| neighbour(m, &names.by_index)).collect())
     }
 
-    /// Adds `r` create-exclusive (`NLM_F_CREATE|NLM_F_EXCL`, never `NLM_F_REPLACE`).
-    ///
-    /// Requests of several calls awaited together (`join_all`, `buffered`) are in flight at
-    /// once; keep at most [`IN_FLIGHT`] of them.
-    pub async fn add(&self, r: &RouteSpec) -> Result<Added, KernelError> {
-        let no_device = || KernelError::NoDevice(r.dev.clone());
-        let (index, cached) = self.index(&r.dev).await?.ok_or_else(no_device)?;
-        let mut result = self.add_at(r, index).await?;
-        if cached && matches!(&result, Err(e) if has_errno(e, &[Errno::ENODEV])) {
-            // The cached index is gone: the device may have come back under a new one.
-            result = match self.refresh_index(&r.dev, index).await? {
-                Some(fresh) => self.add_at(r, fresh).await?,
-                None => return Err(no_device()),
-            };
-        }
-        match result {
-            Ok(()) => Ok(Added::Added),
-            Err(e) if has_errno(&e, &[Errno::EEXIST]) => self.settle_exists(r, e).await,
-            // The device went away between the lookup and the add.
-            Err(e) if has_errno(&e, &[Errno::ENODEV]) => Err(no_device()),
-            Err(e) => Err(KernelError::Add(r.clone(), Box::new(e))),
-        }
+    /// Whether policy routing is the kernel's default, so that the main table decides every
+    /// address the local table does not own: every rule of both families matches everything
+    /// (no source, destination, TOS, interface, mark, port or uid selector) and looks up table
+    /// local at priority 0, main at 32766 or default at 32767, as a kernel without `ip rule`
+    /// changes has them.
+    pub fn rules_are_default(&self) -> Result<bool, KernelError> {
+        let body = RouteNetlinkMessage::GetRule(RuleMessage::default());
+        let (rules, bad): (Vec<RuleMessage>, _) = parse_all(self.wire.dump(body).map_err(dump("rules"))?, RTM_NEWRULE);
+        Ok(bad == 0 && rules.iter().all(is_default_rule))
     }
 
-    /// The kernel's answer to adding `r` through device `index` (the outer error: `r` is invalid).
-    async fn add_at(&self, r: &RouteSpec, index: u32) -> Result<Result<(), rtnetlink::Error>, KernelError> {
-        let body = RouteNetlinkMessage::NewRoute(message(r, index)?);
-        Ok(self.wire.ack(body, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE).await)
+    /// Adds one route, create-exclusive ([`Kernel::add_all`]).
+    pub fn add(&self, r: &RouteSpec) -> Result<Added, KernelError> {
+        self.add_all(std::slice::from_ref(r))?.pop().expect("one answer per route")
+    }
+
+    /// Adds every route create-exclusive (`NLM_F_CREATE|NLM_F_EXCL`, never `NLM_F_REPLACE`), many
+    /// to a datagram; each one's outcome, in order. An identical route of ours already there is
+    /// [`Added::Unchanged`]; anyone else's in the way is [`KernelError::Foreign`], never
+    /// replaced. The outer error is the socket's.
+    pub fn add_all(&self, routes: &[RouteSpec]) -> Result<Vec<Result<Added, KernelError>>, KernelError> {
+        let answers = self.send_all(routes, |r, index| Ok((RouteNetlinkMessage::NewRoute(message(r, index)?), ADD)))?;
+        let mut out = Vec::with_capacity(routes.len());
+        let mut exists = Vec::new();
+        for (r, answer) in routes.iter().zip(answers) {
+            out.push(match answer {
+                Sent::Answered(Ok(_)) => Ok(Added::Added),
+                Sent::Answered(Err(e)) if e.errno() == Some(Errno::EEXIST as i32) => {
+                    exists.push(out.len());
+                    Err(KernelError::Add(r.clone(), e))
+                }
+                // The device went away between the lookup and the add, or the remembered
+                // index is stale: the device may have come back under a new one.
+                Sent::Answered(Err(e)) if e.errno() == Some(Errno::ENODEV as i32) => self.add_again(r),
+                Sent::Answered(Err(e)) => Err(KernelError::Add(r.clone(), e)),
+                Sent::NoDevice => Err(KernelError::NoDevice(r.dev.clone())),
+                Sent::Refused(e) => Err(e),
+            });
+        }
+        if !exists.is_empty() {
+            self.settle_exists(routes, &mut out, &exists)?;
+        }
+        Ok(out)
+    }
+
+    /// One add again after ENODEV, through the device's index asked anew.
+    fn add_again(&self, r: &RouteSpec) -> Result<Added, KernelError> {
+        let no_device = || KernelError::NoDevice(r.dev.clone());
+        let fresh = self.refresh_index(&r.dev)?.ok_or_else(no_device)?;
+        let body = RouteNetlinkMessage::NewRoute(message(r, fresh)?);
+        match self.wire.requests(vec![(body, ADD)]).map_err(|e| KernelError::Add(r.clone(), e))?.pop() {
+            Some(Ok(_)) => Ok(Added::Added),
+            Some(Err(e)) if e.errno() == Some(Errno::ENODEV as i32) => Err(no_device()),
+            Some(Err(e)) if e.errno() == Some(Errno::EEXIST as i32) => {
+                let mut one = vec![Err(KernelError::Add(r.clone(), e))];
+                self.settle_exists(std::slice::from_ref(r), &mut one, &[0])?;
+                one.pop().expect("one")
+            }
+            Some(Err(e)) => Err(KernelError::Add(r.clone(), e)),
+            None => Err(KernelError::Add(r.clone(), wire::WireError::Unexpected("no answer"))),
+        }
     }
 
     /// EEXIST under `NLM_F_EXCL` says a route with the same dst holds the place: in IPv4 one with
     /// the same dst, tos and priority (`fib_table_insert`), in IPv6 one with the same dst and metric
-    /// whatever its device (`fib6_add_rt2node`). It may be ours (done already) or anyone's.
-    async fn settle_exists(&self, r: &RouteSpec, e: rtnetlink::Error) -> Result<Added, KernelError> {
-        let mut same = self.table(family(r.dst.addr()), r.table).await?;
-        same.retain(|x| x.dst == r.dst);
-        if r.in_table(&same) {
-            return Ok(Added::Unchanged);
-        }
-        let default_metric = if r.dst.addr().is_ipv6() { IPV6_USER_METRIC } else { 0 };
-        match same.iter().find(|x| x.metric == default_metric).or(same.first()) {
-            Some(x) => Err(KernelError::Foreign { route: r.clone(), existing: x.to_string() }),
-            // Gone again since: report the kernel's answer rather than guess.
-            None => Err(KernelError::Add(r.clone(), Box::new(e))),
-        }
-    }
-
-    /// Deletes exactly `r`. The kernel deletes only a route whose protocol matches when
-    /// `RTM_DELROUTE` carries one (`fib_table_delete`, `ip6_route_del`), and matches oif, table and
-    /// gateway too, so a foreign route is never hit. Calls awaited together are in flight at once,
-    /// as for [`Kernel::add`].
-    pub async fn delete(&self, r: &RouteSpec) -> Result<Deleted, KernelError> {
-        if r.protocol == 0 {
-            let why = "protocol 0 would let the kernel delete a route of any protocol";
-            return Err(KernelError::Invalid(r.clone(), why.to_string()));
-        }
-        // A device that is gone took its routes with it (fib_disable_ip / rt6_disable_ip).
-        let Some((index, cached)) = self.index(&r.dev).await? else {
-            return Ok(Deleted::Unchanged);
-        };
-        let mut result = self.delete_at(r, index).await?;
-        if cached && result == Deleted::Unchanged {
-            // Not found through a remembered index: make sure the device did not come back anew.
-            if let Some(fresh) = self.refresh_index(&r.dev, index).await?.filter(|i| *i != index) {
-                result = self.delete_at(r, fresh).await?;
+    /// whatever its device (`fib6_add_rt2node`). It may be ours (done already) or anyone's: one
+    /// dump of each table concerned tells, for every such answer at once.
+    fn settle_exists(
+        &self,
+        routes: &[RouteSpec],
+        out: &mut [Result<Added, KernelError>],
+        which: &[usize],
+    ) -> Result<(), KernelError> {
+        let mut tables: HashMap<u32, Vec<Route>> = HashMap::new();
+        for &i in which {
+            let r = &routes[i];
+            let table = match tables.entry(r.table) {
+                std::collections::hash_map::Entry::Occupied(t) => t.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(self.table(AddressFamily::Unspec, r.table)?),
+            };
+            let same: Vec<&Route> = table.iter().filter(|x| x.dst == r.dst).collect();
+            if same.iter().any(|x| r.is(x)) {
+                out[i] = Ok(Added::Unchanged);
+                continue;
+            }
+            let default_metric = if r.dst.addr().is_ipv6() { IPV6_USER_METRIC } else { 0 };
+            // Gone again since: the kernel's answer stands rather than a guess.
+            if let Some(x) = same.iter().find(|x| x.metric == default_metric).or(same.first()) {
+                out[i] = Err(KernelError::Foreign { route: r.clone(), existing: x.to_string() });
             }
         }
-        Ok(result)
+        Ok(())
     }
 
-    async fn delete_at(&self, r: &RouteSpec, index: u32) -> Result<Deleted, KernelError> {
-        let mut msg = message(r, index)?;
-        // RT_SCOPE_NOWHERE matches any scope in fib_table_delete, as `ip route del` sends it.
+    /// Deletes exactly one route ([`Kernel::delete_all`]).
+    pub fn delete(&self, r: &RouteSpec) -> Result<Deleted, KernelError> {
+        self.delete_all(std::slice::from_ref(r))?.pop().expect("one answer per route")
+    }
+
+    /// Deletes exactly these routes, many to a datagram; each one's outcome, in order. The
+    /// kernel deletes only a route whose protocol matches when `RTM_DELROUTE` carries one
+    /// (`fib_table_delete`, `ip6_route_del`), and matches oif, table and gateway too, so a
+    /// foreign route is never hit. A route that is gone, or whose device is, is
+    /// [`Deleted::Unchanged`]. The outer error is the socket's.
+    pub fn delete_all(&self, routes: &[RouteSpec]) -> Result<Vec<Result<Deleted, KernelError>>, KernelError> {
+        let answers = self.send_all(routes, |r, index| {
+            if r.protocol == 0 {
+                let why = "protocol 0 would let the kernel delete a route of any protocol";
+                return Err(KernelError::Invalid(r.clone(), why.to_string()));
+            }
+            let mut msg = message(r, index)?;
+            // RT_SCOPE_NOWHERE matches any scope in fib_table_delete, as `ip route del` sends it.
+            msg.header.scope = RouteScope::NoWhere;
+            Ok((RouteNetlinkMessage::DelRoute(msg), NLM_F_REQUEST | NLM_F_ACK))
+        })?;
+        let gone = |e: &wire::WireError| [Errno::ESRCH, Errno::ENODEV].iter().any(|n| e.errno() == Some(*n as i32));
+        let mut out = Vec::with_capacity(routes.len());
+        for (r, answer) in routes.iter().zip(answers) {
+            out.push(match answer {
+                Sent::Answered(Ok(_)) => Ok(Deleted::Deleted),
+                // Not found through a remembered index: make sure the device did not come back anew.
+                Sent::Answered(Err(e)) if gone(&e) => self.delete_again(r),
+                Sent::Answered(Err(e)) => Err(KernelError::Delete(r.clone(), e)),
+                // A device that is gone took its routes with it (fib_disable_ip / rt6_disable_ip).
+                Sent::NoDevice => Ok(Deleted::Unchanged),
+                Sent::Refused(e) => Err(e),
+            });
+        }
+        Ok(out)
+    }
+
+    /// A delete that found nothing, once more through the device's index asked anew, if it
+    /// changed.
+    fn delete_again(&self, r: &RouteSpec) -> Result<Deleted, KernelError> {
+        let stale = self.names.borrow().by_name.get(&r.dev).copied();
+        let Some(fresh) = self.refresh_index(&r.dev)?.filter(|i| Some(*i) != stale) else {
+            return Ok(Deleted::Unchanged);
+        };
+        let mut msg = message(r, fresh)?;
         msg.header.scope = RouteScope::NoWhere;
-        match self.wire.ack(RouteNetlinkMessage::DelRoute(msg), NLM_F_REQUEST | NLM_F_ACK).await {
-            Ok(()) => Ok(Deleted::Deleted),
-            Err(e) if has_errno(&e, &[Errno::ESRCH, Errno::ENODEV]) => Ok(Deleted::Unchanged),
-            Err(e) => Err(KernelError::Delete(r.clone(), Box::new(e))),
+        let body = RouteNetlinkMessage::DelRoute(msg);
+        match self
+            .wire
+            .requests(vec![(body, NLM_F_REQUEST | NLM_F_ACK)])
+            .map_err(|e| KernelError::Delete(r.clone(), e))?
+            .pop()
+        {
+            Some(Ok(_)) => Ok(Deleted::Deleted),
+            Some(Err(e)) if [Errno::ESRCH, Errno::ENODEV].iter().any(|n| e.errno() == Some(*n as i32)) => {
+                Ok(Deleted::Unchanged)
+            }
+            Some(Err(e)) => Err(KernelError::Delete(r.clone(), e)),
+            None => Err(KernelError::Delete(r.clone(), wire::WireError::Unexpected("no answer"))),
         }
     }
 
-    /// The route the kernel picks for `addr` (`RTM_GETROUTE` with `RTM_F_FIB_MATCH`, which names
-    /// the matched route with its protocol; a plain lookup reports IPv4 protocol as unspec). For a
-    /// multipath match over several devices the plain lookup tells which next hop is taken. Calls
-    /// awaited together are in flight at once, as for [`Kernel::add`].
-    pub async fn route_get(&self, addr: IpAddr) -> Result<RouteGet, KernelError> {
-        let failed = |e| KernelError::RouteGet(addr, Box::new(e));
-        let fib = self.lookup(addr, true).await.map_err(failed)?;
-        self.know(oifs(&fib)).await?;
-        let mut answer =
-            route_get(&fib, &self.names().by_index).ok_or_else(|| failed(rtnetlink::Error::RequestFailed))?;
+    /// Resolves each route's device and sends the requests `make` builds, many to a datagram.
+    fn send_all(
+        &self,
+        routes: &[RouteSpec],
+        make: impl Fn(&RouteSpec, u32) -> Result<(RouteNetlinkMessage, u16), KernelError>,
+    ) -> Result<Vec<Sent>, KernelError> {
+        let mut out: Vec<Option<Sent>> = Vec::with_capacity(routes.len());
+        let mut reqs = Vec::new();
+        for r in routes {
+            match self.index(&r.dev)?.map(|i| make(r, i)) {
+                None => out.push(Some(Sent::NoDevice)),
+                Some(Err(e)) => out.push(Some(Sent::Refused(e))),
+                Some(Ok(req)) => {
+                    reqs.push(req);
+                    out.push(None);
+                }
+            }
+        }
+        let mut answers = self.wire.requests(reqs).map_err(KernelError::Socket)?.into_iter();
+        Ok(out.into_iter().map(|o| o.unwrap_or_else(|| Sent::Answered(answers.next().expect("answered")))).collect())
+    }
+
+    /// The route the kernel picks for one address ([`Kernel::route_get_all`]).
+    pub fn route_get(&self, addr: IpAddr) -> Result<RouteGet, KernelError> {
+        self.route_get_all(&[addr])?.pop().expect("one answer per address")
+    }
+
+    /// The route the kernel picks for each address (`RTM_GETROUTE` with `RTM_F_FIB_MATCH`, which
+    /// names the matched route with its protocol; a plain lookup reports IPv4 protocol as
+    /// unspec), many to a datagram. For a multipath match over several devices the plain lookup
+    /// tells which next hop is taken. The outer error is the socket's.
+    pub fn route_get_all(&self, addrs: &[IpAddr]) -> Result<Vec<Result<RouteGet, KernelError>>, KernelError> {
+        let reqs = addrs.iter().map(|a| (RouteNetlinkMessage::GetRoute(lookup(*a, true)), NLM_F_REQUEST)).collect();
+        let answers = self.wire.requests(reqs).map_err(KernelError::Socket)?;
+        let fibs: Vec<Result<RouteMessage, wire::WireError>> = answers.into_iter().map(route_message).collect();
+        self.know(fibs.iter().flatten().flat_map(oifs))?;
+        let mut out = Vec::with_capacity(addrs.len());
+        for (a, fib) in addrs.iter().zip(fibs) {
+            let failed = |e| KernelError::RouteGet(*a, e);
+            out.push(fib.map_err(failed).and_then(|fib| self.pick(*a, &fib)));
+        }
+        Ok(out)
+    }
+
+    /// The answer for `addr` from its FIB match, with the next hop taken when that matched
+    /// route is multipath over several devices.
+    fn pick(&self, addr: IpAddr, fib: &RouteMessage) -> Result<RouteGet, KernelError> {
+        let failed = |e| KernelError::RouteGet(addr, e);
+        let answer = route_get(fib, &self.names.borrow().by_index);
+        let mut answer = answer.ok_or_else(|| failed(wire::WireError::Unexpected("a route without a destination")))?;
         if answer.dev.is_none() && fib.header.kind == RouteType::Unicast {
-            let taken = self.lookup(addr, false).await.map_err(failed)?;
-            self.know(oifs(&taken)).await?;
-            (answer.dev, answer.gateway) = next_hop(&taken.attributes, &self.names().by_index);
+            let taken = route_message(Ok(Answer::Message(
+                self.wire.one(RouteNetlinkMessage::GetRoute(lookup(addr, false))).map_err(failed)?,
+            )))
+            .map_err(failed)?;
+            self.know(oifs(&taken))?;
+            (answer.dev, answer.gateway) = next_hop(&taken.attributes, &self.names.borrow().by_index);
         }
         Ok(answer)
-    }
-
-    async fn lookup(&self, addr: IpAddr, fib_match: bool) -> Result<RouteMessage, rtnetlink::Error> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = family(addr);
-        msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
-        msg.header.flags.set(RouteFlags::FibMatch, fib_match);
-        msg.attributes.push(RouteAttribute::Destination(addr.into()));
-        let answer = self.wire.one(RouteNetlinkMessage::GetRoute(msg)).await?;
-        if answer.kind != RTM_NEWROUTE {
-            return Err(rtnetlink::Error::RequestFailed);
-        }
-        RouteMessage::parse(&answer.body).map_err(|e| rtnetlink::Error::InvalidNla(e.to_string()))
     }
 
     /// The IPv4 and IPv6 routes of one table, of one family or (`Unspec`) both. A dump without
     /// strict checking returns every table (IPv6 includes table local: ff00::/8, the host's own
     /// addresses), so the table is filtered here.
-    async fn table(&self, family: AddressFamily, table: u32) -> Result<Vec<Route>, KernelError> {
+    fn table(&self, family: AddressFamily, table: u32) -> Result<Vec<Route>, KernelError> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family;
-        let msgs = self.wire.dump(RouteNetlinkMessage::GetRoute(msg)).await.map_err(dump("routes"))?;
+        let msgs = self.wire.dump(RouteNetlinkMessage::GetRoute(msg)).map_err(dump("routes"))?;
         let ip = |m: &RouteMessage| matches!(m.header.address_family, AddressFamily::Inet | AddressFamily::Inet6);
-        let mut ours: Vec<RouteMessage> = parse_all(msgs, RTM_NEWROUTE);
+        let (mut ours, bad): (Vec<RouteMessage>, _) = parse_all(msgs, RTM_NEWROUTE);
+        unreadable("route", bad);
         ours.retain(|m| ip(m) && table_of(m) == table);
-        self.know(ours.iter().flat_map(oifs)).await?;
-        let names = self.names();
+        self.know(ours.iter().flat_map(oifs))?;
+        let names = self.names.borrow();
         Ok(ours.iter().filter_map(|m| route(m, &names.by_index)).collect())
     }
 
     /// Every device, remembered by index and name. Statistics are left out (`RTEXT_FILTER_SKIP_STATS`,
     /// ignored by kernels before 4.x): nothing here reads them and they are most of each message.
-    async fn link_dump(&self) -> Result<Vec<Link>, KernelError> {
+    fn link_dump(&self) -> Result<Vec<Link>, KernelError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let msgs = self.wire.dump(RouteNetlinkMessage::GetLink(msg)).await.map_err(dump("links"))?;
-        let links: Vec<Link> = msgs.iter().filter(|m| m.kind == RTM_NEWLINK).filter_map(|m| link(&m.body)).collect();
-        let mut names = self.names();
+        let msgs = self.wire.dump(RouteNetlinkMessage::GetLink(msg)).map_err(dump("links"))?;
+        let ours = msgs.iter().filter(|m| m.kind == RTM_NEWLINK);
+        let links: Vec<Link> = ours.clone().filter_map(|m| link(&m.body)).collect();
+        unreadable("link", ours.count() - links.len());
+        let mut names = self.names.borrow_mut();
         *names = Names::default();
         for l in &links {
             names.learn(l.index, &l.name);
@@ -298,61 +422,106 @@ impl Kernel {
         Ok(links)
     }
 
-    fn names(&self) -> std::sync::MutexGuard<'_, Names> {
-        // A panic elsewhere while the lock was held leaves a map that is still consistent.
-        self.names.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Makes sure every index is named, with one link dump if any is new (0 means none).
-    async fn know(&self, mut indexes: impl Iterator<Item = u32>) -> Result<(), KernelError> {
+    fn know(&self, mut indexes: impl Iterator<Item = u32>) -> Result<(), KernelError> {
         let unknown = {
-            let names = self.names();
+            let names = self.names.borrow();
             indexes.any(|i| i != 0 && !names.by_index.contains_key(&i))
         };
         if unknown {
-            self.link_dump().await?;
+            self.link_dump()?;
         }
         Ok(())
     }
 
-    /// The ifindex of a device and whether it was remembered; `None` when it does not exist (the
-    /// kernel answers ENODEV).
-    async fn index(&self, dev: &str) -> Result<Option<(u32, bool)>, KernelError> {
-        if let Some(i) = self.names().by_name.get(dev) {
-            return Ok(Some((*i, true)));
+    /// The ifindex of a device; `None` when it does not exist (the kernel answers ENODEV).
+    fn index(&self, dev: &str) -> Result<Option<u32>, KernelError> {
+        if let Some(i) = self.names.borrow().by_name.get(dev) {
+            return Ok(Some(*i));
         }
-        Ok(self.ask_index(dev).await?.map(|i| (i, false)))
+        self.ask_index(dev)
     }
 
     /// Forgets a remembered index of `dev` and asks the kernel again.
-    async fn refresh_index(&self, dev: &str, stale: u32) -> Result<Option<u32>, KernelError> {
+    fn refresh_index(&self, dev: &str) -> Result<Option<u32>, KernelError> {
         {
-            let mut names = self.names();
-            names.by_name.remove(dev);
-            names.by_index.remove(&stale);
+            let mut names = self.names.borrow_mut();
+            if let Some(stale) = names.by_name.remove(dev) {
+                names.by_index.remove(&stale);
+            }
         }
-        self.ask_index(dev).await
+        self.ask_index(dev)
     }
 
-    async fn ask_index(&self, dev: &str) -> Result<Option<u32>, KernelError> {
+    fn ask_index(&self, dev: &str) -> Result<Option<u32>, KernelError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
         msg.attributes.push(LinkAttribute::IfName(dev.to_string()));
-        match self.wire.one(RouteNetlinkMessage::GetLink(msg)).await {
+        match self.wire.one(RouteNetlinkMessage::GetLink(msg)) {
             Ok(answer) if answer.kind == RTM_NEWLINK && answer.body.len() >= 8 => {
                 let index = ifindex(&answer.body);
-                self.names().learn(index, dev);
+                self.names.borrow_mut().learn(index, dev);
                 Ok(Some(index))
             }
-            Ok(_) => Err(KernelError::Device(dev.to_string(), Box::new(rtnetlink::Error::RequestFailed))),
-            Err(e) if has_errno(&e, &[Errno::ENODEV]) => Ok(None),
-            Err(e) => Err(KernelError::Device(dev.to_string(), Box::new(e))),
+            Ok(_) => Err(KernelError::Device(dev.to_string(), wire::WireError::Unexpected("not a link"))),
+            Err(e) if e.errno() == Some(Errno::ENODEV as i32) => Ok(None),
+            Err(e) => Err(KernelError::Device(dev.to_string(), e)),
         }
     }
 }
 
-fn dump(what: &'static str) -> impl Fn(rtnetlink::Error) -> KernelError {
-    move |e| KernelError::Dump(what, Box::new(e))
+/// What became of one route's request in [`Kernel::send_all`].
+enum Sent {
+    /// The kernel's answer.
+    Answered(Result<Answer, wire::WireError>),
+    /// Its device does not exist: nothing was sent.
+    NoDevice,
+    /// It cannot be expressed safely: nothing was sent.
+    Refused(KernelError),
+}
+
+/// `RTM_NEWRULE` (`rtnetlink.h`).
+const RTM_NEWRULE: u16 = 32;
+
+/// One of the rules a kernel starts with: (priority, table) local 0, main 32766, default
+/// 32767, selecting every packet.
+fn is_default_rule(m: &RuleMessage) -> bool {
+    let h = &m.header;
+    let plain = h.dst_len == 0 && h.src_len == 0 && h.tos == 0 && h.action == RuleAction::ToTable;
+    let (mut priority, mut table) = (0, u32::from(h.table));
+    for a in &m.attributes {
+        match a {
+            RuleAttribute::Priority(p) => priority = *p,
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Protocol(_) | RuleAttribute::SuppressPrefixLen(u32::MAX) => {}
+            _ => return false,
+        }
+    }
+    plain && matches!((priority, table), (0, 255) | (32766, 254) | (32767, 253))
+}
+
+/// A route lookup for one address (`fib_match`: the matched route itself).
+fn lookup(addr: IpAddr, fib_match: bool) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = family(addr);
+    msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
+    msg.header.flags.set(RouteFlags::FibMatch, fib_match);
+    msg.attributes.push(RouteAttribute::Destination(addr.into()));
+    msg
+}
+
+/// A lookup's answer as a route message.
+fn route_message(answer: Result<Answer, wire::WireError>) -> Result<RouteMessage, wire::WireError> {
+    match answer? {
+        Answer::Message(m) if m.kind == RTM_NEWROUTE => {
+            RouteMessage::parse(&m.body).map_err(|_| wire::WireError::Unexpected("a route message cut short"))
+        }
+        _ => Err(wire::WireError::Unexpected("not a route")),
+    }
+}
+
+fn dump(what: &'static str) -> impl Fn(wire::WireError) -> KernelError {
+    move |e| KernelError::Dump(what, e)
 }
 
 #[cfg(test)]

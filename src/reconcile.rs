@@ -8,9 +8,12 @@
 //! other live tunnels are theirs to manage. A repeated connect with nothing changed changes
 //! nothing; a changed plan changes only the difference.
 
+use crate::cidr::{bits_ip, Prefix};
 use crate::kernel::RouteSpec;
 use crate::net::Route;
-use std::collections::HashSet;
+use ipnet::IpNet;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 
 /// Why a route goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +97,49 @@ pub fn diff(own: &[RouteSpec], wanted: &[RouteSpec], mine: &Mine, others: &Claim
     c
 }
 
+/// The first and last address of a block.
+pub fn ends(dst: IpNet) -> [IpAddr; 2] {
+    let p = Prefix::from(dst);
+    [bits_ip(p.v6, p.addr), bits_ip(p.v6, p.last())]
+}
+
+/// The recorded routes the kernel does not pick for every address of their block, judged from
+/// its main table alone (valid under the kernel's default policy routing, where the main table
+/// decides every address the local table does not own): a route missing from the table; one
+/// that loses at its own prefix (a lower metric, or a tie with another device); one with a
+/// longer route of another device inside its block. Each with what happens instead.
+pub fn not_picked<'a>(routes: &[&'a RouteSpec], table: &[Route]) -> Vec<(&'a RouteSpec, String)> {
+    let mut at: HashMap<IpNet, Vec<&Route>> = HashMap::new();
+    let mut by_start: BTreeMap<(bool, u128), Vec<&Route>> = BTreeMap::new();
+    for r in table {
+        at.entry(r.dst).or_default().push(r);
+        let p = Prefix::from(r.dst);
+        by_start.entry((p.v6, p.addr)).or_default().push(r);
+    }
+    let mut wrong = Vec::new();
+    for &r in routes {
+        let same = at.get(&r.dst).map(Vec::as_slice).unwrap_or_default();
+        if !same.iter().any(|x| r.is(x)) {
+            wrong.push((r, "no longer in the kernel's table".to_string()));
+            continue;
+        }
+        let first = ends(r.dst)[0];
+        let devs = crate::net::tied_devices(same.iter().copied());
+        if devs != [Some(r.dev.as_str())] {
+            let others: Vec<&str> = devs.iter().map(|d| d.unwrap_or("nothing")).filter(|d| *d != r.dev).collect();
+            wrong.push((r, format!("{first} still leaves via {}", others.join(" or "))));
+            continue;
+        }
+        let p = Prefix::from(r.dst);
+        let mut inside = by_start.range((p.v6, p.addr)..=(p.v6, p.last())).flat_map(|(_, v)| v);
+        if let Some(x) = inside.find(|x| x.dst.prefix_len() > p.len && x.dev.as_deref() != Some(&r.dev)) {
+            let dev = x.dev.as_deref().unwrap_or("nothing");
+            wrong.push((r, format!("{} still leaves via {dev} ({x})", ends(x.dst)[0])));
+        }
+    }
+    wrong
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +147,47 @@ mod tests {
 
     fn spec(dst: &str, dev: &str) -> RouteSpec {
         RouteSpec { dst: dst.parse().unwrap(), dev: dev.into(), gateway: None, table: MAIN_TABLE, protocol: 86 }
+    }
+
+    fn route(dst: &str, dev: &str, metric: u32, proto: u8) -> Route {
+        Route {
+            dst: dst.parse().unwrap(),
+            dev: Some(dev.into()),
+            gateway: None,
+            metric,
+            protocol: crate::net::Proto(proto),
+            scope: crate::net::SCOPE_LINK,
+            kind: crate::net::RouteKind::Unicast,
+        }
+    }
+
+    #[test]
+    fn the_kernels_pick_is_read_off_its_table() {
+        let (a, b, c, d) = (
+            spec("172.20.1.0/24", "tun0"),
+            spec("172.20.2.0/23", "tun0"),
+            spec("172.20.4.0/22", "tun0"),
+            spec("172.20.8.0/21", "tun0"),
+        );
+        let table = [
+            route("172.20.0.0/16", "br-x", 0, 2),
+            route("172.20.1.0/24", "tun0", 0, 86),
+            route("172.20.2.0/23", "tun0", 0, 86),
+            route("172.20.2.0/23", "eth0", 0, 4),
+            route("172.20.4.0/22", "tun0", 0, 86),
+            route("172.20.5.128/25", "eth0", 0, 4),
+        ];
+        let wrong = not_picked(&[&a, &b, &c, &d], &table);
+        let said: Vec<String> = wrong.iter().map(|(r, how)| format!("{}: {how}", r.dst)).collect();
+        assert_eq!(
+            said,
+            [
+                "172.20.2.0/23: 172.20.2.0 still leaves via eth0",
+                "172.20.4.0/22: 172.20.5.128 still leaves via eth0 (172.20.5.128/25 dev eth0 proto static metric 0)",
+                "172.20.8.0/21: no longer in the kernel's table",
+            ],
+            "a tie, a longer route inside, a missing route; the good one passes"
+        );
     }
 
     #[test]

@@ -322,3 +322,28 @@ fn a_repeated_connect_changes_nothing_and_a_changed_plan_only_the_difference() {
     ns.ip(&["neigh", "del", "172.20.9.9", "dev", "br-test"]);
     assert_eq!(ns.table(), before, "down must leave the table exactly as before");
 }
+
+/// Under policy routing of someone's own (`ip rule`), the main table alone does not say what the
+/// kernel picks: vpnfix asks the kernel for each block instead, and says so where a rule sends
+/// addresses elsewhere. Without such rules one dump of the table proves every block.
+#[test]
+#[ignore = "needs root"]
+fn verification_follows_policy_rules() {
+    require_root("verification_follows_policy_rules");
+    let ns = laptop(Pushed::Prepended);
+    let state = TempDir::new("rules");
+    ns.ip(&["rule", "add", "to", "172.20.2.0/24", "lookup", "100", "pref", "50"]);
+    ns.ip(&["route", "add", "172.20.2.0/24", "dev", "br-test", "table", "100"]);
+    let out = ns.vpnfix(&hook_env("route-up", &state), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("172.20.2.0/23 dev tun0 proto 86: 172.20.2.0 still leaves via br-test, though vpnfix added it"),
+        "the rule's table wins for 172.20.2.0/24, and vpnfix says so: {log}"
+    );
+    assert_eq!(log.matches("still leaves via").count(), 1, "every other block verified: {log}");
+    assert_eq!(ns.route_get("172.20.3.1"), "tun0");
+    ns.ip(&["rule", "del", "pref", "50"]);
+    let out = ns.vpnfix(&hook_env("down", &state), &DOWN_ARGS);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

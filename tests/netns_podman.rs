@@ -88,7 +88,7 @@ impl World {
     /// Runs the hook; it must exit 0. Its stderr.
     fn hook(&self, script_type: &str, docker_host: &str, args: &[&str]) -> String {
         let out = self.ns.vpnfix(&self.hook_env(script_type, docker_host), args);
-        assert!(out.status.success(), "{script_type}: {}", stderr(&out));
+        assert!(out.status.success(), "{script_type}: {:?} {}", out.status, stderr(&out));
         stderr(&out)
     }
 

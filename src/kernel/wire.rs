@@ -1,16 +1,14 @@
-//! The netlink socket under [`super::Kernel`]: requests made together go out in one datagram,
-//! and their answers are read at once.
+//! The netlink socket under [`super::Kernel`]: plain, blocking requests and dumps.
 //!
 //! The kernel handles every message of a datagram in turn inside `sendmsg` (`netlink_rcv_skb`)
-//! and queues each answer on the sender's socket before `sendmsg` returns; a dump's next part
-//! is made inside `recvmsg`. So nothing here ever waits for the kernel: a request is queued,
-//! its future yields once so that the requests of the futures polled alongside it (`join_all`,
-//! `buffered`) are queued too, and the first of them to resume sends the whole queue as one
-//! datagram and reads every answer. One `sendmsg` per window instead of one per request, and
-//! no task, channel or wake-up per request.
+//! and queues each answer on the sender's socket before `sendmsg` returns; a dump's next part is
+//! made inside `recvmsg`. So many requests go out in one datagram and their answers are read
+//! right after, with nothing to wait for: [`Wire::requests`] sends them [`Wire::batch`] at a
+//! time (as many as the receive buffer holds answers for), [`Wire::dump`] one dump.
 //!
 //! Answers come back as [`Raw`] messages, parsed by the caller for the one type it asked for:
-//! a link dump needs four attributes, not the hundreds netlink-packet-route would decode.
+//! a link dump needs four attributes, not the hundreds netlink-packet-route would decode. Every
+//! failure keeps its errno ([`WireError`]).
 
 use rtnetlink::packet_core::{
     ErrorBuffer, ErrorMessage, NetlinkBuffer, NetlinkMessage, Parseable, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP,
@@ -18,41 +16,49 @@ use rtnetlink::packet_core::{
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll};
 
 /// Room for one datagram: a dump part is at most 32 KiB (`netlink_recvmsg` caps
 /// `max_recvmsg_len`), an answer to a request far less.
 const DATAGRAM: usize = 64 * 1024;
-/// A larger receive buffer where `net.core.rmem_max` allows (best effort; see `IN_FLIGHT`).
-const RCVBUF: usize = 1 << 20;
+/// The receive buffer asked for: past `net.core.rmem_max` where the caller may (CAP_NET_ADMIN,
+/// `SO_RCVBUFFORCE`), else as much as `SO_RCVBUF` gives.
+const RCVBUF: usize = 4 << 20;
+/// What one answer may take of the receive buffer (its skb's truesize): a route lookup's answer
+/// is built in an `NLMSG_GOODSIZE` buffer, about 4.3 KiB with its skb (`inet_rtm_getroute`);
+/// an ack well under 1 KiB. The kernel drops an answer that does not fit (`netlink_overrun`:
+/// ENOBUFS, the request never answered), so a datagram carries no more requests than fit.
+const ANSWER: usize = 8 << 10;
 
-/// An rtnetlink socket with its queue of requests not yet sent and answers not yet taken.
-pub(super) struct Wire {
-    socket: Socket,
-    queue: Mutex<Queue>,
+/// What went wrong on the wire, with the errno.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Sending or receiving failed.
+    #[error("netlink socket: {0}")]
+    Io(#[source] io::Error),
+    /// The kernel refused the request: its errno (positive).
+    #[error("{}", io::Error::from_raw_os_error(*.0))]
+    Kernel(i32),
+    /// An answer of a kind the request does not get, or one cut short.
+    #[error("unexpected netlink answer ({0})")]
+    Unexpected(&'static str),
 }
 
-#[derive(Default)]
-struct Queue {
-    seq: u32,
-    /// Requests queued and not yet sent, as one datagram.
-    out: Vec<u8>,
-    /// Their sequence numbers.
-    unsent: Vec<u32>,
-    /// Requests sent and not yet answered.
-    waiting: HashSet<u32>,
-    /// Answers not yet taken, by sequence number.
-    answers: HashMap<u32, Result<Answer, rtnetlink::Error>>,
-    buf: Vec<u8>,
+impl WireError {
+    /// The errno, if the kernel or the socket gave one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            WireError::Io(e) => e.raw_os_error(),
+            WireError::Kernel(n) => Some(*n),
+            WireError::Unexpected(_) => None,
+        }
+    }
 }
 
 /// What a request (not a dump) gets back: a message, or an ack.
-enum Answer {
+pub(super) enum Answer {
     Message(Raw),
     Ack,
 }
@@ -64,184 +70,150 @@ pub(super) struct Raw {
     pub(super) body: Vec<u8>,
 }
 
+/// An rtnetlink socket (in the network namespace of the thread that opened it).
+pub(super) struct Wire {
+    socket: Socket,
+    seq: Cell<u32>,
+    buf: RefCell<Vec<u8>>,
+    /// Requests per datagram: as many answers as the receive buffer holds.
+    batch: usize,
+}
+
 impl Wire {
-    /// Opens and binds the socket (in the calling thread's network namespace).
+    /// Opens and binds the socket, with as large a receive buffer as it may have.
     pub(super) fn connect() -> io::Result<Wire> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        let _ = socket.set_rx_buf_sz(RCVBUF); // capped by rmem_max; the default is enough for IN_FLIGHT
-        Ok(Wire { socket, queue: Mutex::new(Queue::default()) })
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(&socket, sockopt::RcvBufForce, &RCVBUF).is_err() {
+            let _ = socket.set_rx_buf_sz(RCVBUF); // capped by rmem_max
+        }
+        // The kernel reports twice the size it accounts against (`sock_setsockopt`).
+        let rcvbuf = socket.get_rx_buf_sz().unwrap_or(416 << 10);
+        Ok(Wire { socket, seq: Cell::new(0), buf: RefCell::new(Vec::new()), batch: (rcvbuf / 2 / ANSWER).max(8) })
     }
 
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        // Nothing panics while holding it; a poisoned queue is still a consistent queue.
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    /// How many requests go out in one datagram.
+    pub(super) fn batch(&self) -> usize {
+        self.batch
     }
 
-    /// A request the kernel only acknowledges (`NLM_F_ACK` in `flags`).
-    pub(super) async fn ack(&self, body: RouteNetlinkMessage, flags: u16) -> Result<(), rtnetlink::Error> {
-        match self.call(body, flags).await? {
-            Answer::Ack => Ok(()),
-            Answer::Message(_) => Err(rtnetlink::Error::RequestFailed),
+    /// Requests the kernel acknowledges (`NLM_F_ACK` in their flags) or answers with one message
+    /// each; every one's answer, in order. The outer error is the socket's: then no answer is
+    /// known for the requests of that datagram or later ones.
+    pub(super) fn requests(
+        &self,
+        reqs: Vec<(RouteNetlinkMessage, u16)>,
+    ) -> Result<Vec<Result<Answer, WireError>>, WireError> {
+        let mut answers = Vec::with_capacity(reqs.len());
+        let mut reqs = reqs.into_iter().peekable();
+        while reqs.peek().is_some() {
+            let mut out = Vec::new();
+            let seqs: Vec<u32> = reqs.by_ref().take(self.batch).map(|(b, f)| self.push(&mut out, b, f)).collect();
+            self.socket.send(&out, 0).map_err(WireError::Io)?;
+            let mut got = self.collect(&seqs)?;
+            answers.extend(seqs.iter().map(|s| got.remove(s).unwrap_or(Err(WireError::Unexpected("no answer")))));
+        }
+        Ok(answers)
+    }
+
+    /// One request with exactly one answer (a route lookup, one link by name).
+    pub(super) fn one(&self, body: RouteNetlinkMessage) -> Result<Raw, WireError> {
+        match self.requests(vec![(body, NLM_F_REQUEST)])?.pop() {
+            Some(Ok(Answer::Message(m))) => Ok(m),
+            Some(Ok(Answer::Ack)) | None => Err(WireError::Unexpected("an ack where a message was due")),
+            Some(Err(e)) => Err(e),
         }
     }
 
-    /// A request with exactly one answer (a route lookup, one link by name).
-    pub(super) async fn one(&self, body: RouteNetlinkMessage) -> Result<Raw, rtnetlink::Error> {
-        match self.call(body, NLM_F_REQUEST).await? {
-            Answer::Message(m) => Ok(m),
-            Answer::Ack => Err(rtnetlink::Error::RequestFailed),
+    /// A dump: every message up to `NLMSG_DONE`.
+    pub(super) fn dump(&self, body: RouteNetlinkMessage) -> Result<Vec<Raw>, WireError> {
+        let mut out = Vec::new();
+        let seq = self.push(&mut out, body, NLM_F_REQUEST | NLM_F_DUMP);
+        self.socket.send(&out, 0).map_err(WireError::Io)?;
+        let mut msgs = Vec::new();
+        loop {
+            let buf = self.receive()?;
+            for (s, kind, msg) in messages(&buf) {
+                match (s == seq, kind) {
+                    (false, _) => {}
+                    (true, NLMSG_DONE) => return Ok(msgs),
+                    (true, NLMSG_ERROR) => return Err(answer(msg, kind).err().unwrap_or(WireError::Unexpected("ack"))),
+                    (true, _) => msgs.push(Raw { kind, body: msg[HEADER..].to_vec() }),
+                }
+            }
         }
     }
 
-    async fn call(&self, body: RouteNetlinkMessage, flags: u16) -> Result<Answer, rtnetlink::Error> {
-        let seq = self.queue().push(body, flags);
-        YieldOnce(false).await;
-        let mut q = self.queue();
-        if !q.answers.contains_key(&seq) {
-            q.exchange(&self.socket)?;
-        }
-        q.answers.remove(&seq).unwrap_or(Err(rtnetlink::Error::RequestFailed))
-    }
-
-    /// A dump: every message up to `NLMSG_DONE`. Requests queued before it are answered first.
-    pub(super) async fn dump(&self, body: RouteNetlinkMessage) -> Result<Vec<Raw>, rtnetlink::Error> {
-        // Let whatever runs alongside (the Docker query) send its request before we read.
-        YieldOnce(false).await;
-        let mut q = self.queue();
-        q.exchange(&self.socket)?;
-        let seq = q.push(body, NLM_F_REQUEST | NLM_F_DUMP);
-        q.unsent.clear();
-        let sent = self.socket.send(&q.out, 0);
-        q.out.clear();
-        sent.map_err(failed)?;
-        q.read_dump(&self.socket, seq)
-    }
-}
-
-impl Queue {
-    /// Queues a request; returns its sequence number.
-    fn push(&mut self, body: RouteNetlinkMessage, flags: u16) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
+    /// Appends a request to `out` (aligned: `netlink_rcv_skb` finds the next message at the
+    /// aligned length); its sequence number.
+    fn push(&self, out: &mut Vec<u8>, body: RouteNetlinkMessage, flags: u16) -> u32 {
+        let seq = self.seq.get().wrapping_add(1);
+        self.seq.set(seq);
         let mut msg = NetlinkMessage::from(body);
         msg.header.flags = flags;
-        msg.header.sequence_number = self.seq;
+        msg.header.sequence_number = seq;
         msg.finalize();
-        let start = self.out.len();
-        // NLMSG_ALIGN: netlink_rcv_skb finds the next message at the aligned length.
-        self.out.resize(start + msg.buffer_len().next_multiple_of(4), 0);
-        msg.serialize(&mut self.out[start..]);
-        self.unsent.push(self.seq);
-        self.seq
+        let start = out.len();
+        out.resize(start + msg.buffer_len().next_multiple_of(4), 0);
+        msg.serialize(&mut out[start..]);
+        seq
     }
 
-    /// Sends what is queued and reads until every request sent is answered.
-    fn exchange(&mut self, socket: &Socket) -> Result<(), rtnetlink::Error> {
-        if !self.out.is_empty() {
-            let sent = socket.send(&self.out, 0);
-            self.out.clear();
-            let batch = std::mem::take(&mut self.unsent);
-            if let Err(e) = sent {
-                self.fail(batch);
-                return Err(failed(e));
-            }
-            self.waiting.extend(batch);
-        }
-        while !self.waiting.is_empty() {
-            if let Err(e) = self.receive(socket) {
-                let lost: Vec<u32> = self.waiting.drain().collect();
-                self.fail(lost);
-                return Err(e);
-            }
-            let mut at = 0;
-            while let Some((seq, kind, len)) = header(&self.buf[at..]) {
-                if self.waiting.remove(&seq) {
-                    let answer = answer(&self.buf[at..at + len], kind);
-                    self.answers.insert(seq, answer);
-                }
-                at += len.next_multiple_of(4);
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads the parts of dump `seq` up to `NLMSG_DONE` (or its error).
-    fn read_dump(&mut self, socket: &Socket, seq: u32) -> Result<Vec<Raw>, rtnetlink::Error> {
-        let mut out = Vec::new();
-        loop {
-            self.receive(socket)?;
-            let mut at = 0;
-            while let Some((s, kind, len)) = header(&self.buf[at..]) {
-                let msg = &self.buf[at..at + len];
-                at += len.next_multiple_of(4);
-                if s != seq {
-                    continue;
-                }
-                match kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => return Err(answer(msg, kind).err().unwrap_or(rtnetlink::Error::RequestFailed)),
-                    _ => out.push(Raw { kind, body: msg[HEADER..].to_vec() }),
+    /// Reads datagrams until every one of `seqs` is answered.
+    fn collect(&self, seqs: &[u32]) -> Result<HashMap<u32, Result<Answer, WireError>>, WireError> {
+        let mut got = HashMap::with_capacity(seqs.len());
+        let wanted: std::collections::HashSet<u32> = seqs.iter().copied().collect();
+        while got.len() < wanted.len() {
+            let buf = self.receive()?;
+            for (s, kind, msg) in messages(&buf) {
+                if wanted.contains(&s) {
+                    got.insert(s, answer(msg, kind));
                 }
             }
         }
+        Ok(got)
     }
 
-    /// Reads one datagram into `buf`.
-    fn receive(&mut self, socket: &Socket) -> Result<(), rtnetlink::Error> {
-        self.buf.clear();
-        self.buf.reserve(DATAGRAM);
-        socket.recv(&mut self.buf, 0).map_err(failed)?;
-        Ok(())
-    }
-
-    fn fail(&mut self, seqs: Vec<u32>) {
-        for s in seqs {
-            self.answers.insert(s, Err(rtnetlink::Error::RequestFailed));
+    /// One datagram.
+    fn receive(&self) -> Result<std::cell::Ref<'_, Vec<u8>>, WireError> {
+        {
+            let mut buf = self.buf.borrow_mut();
+            buf.clear();
+            buf.reserve(DATAGRAM);
+            self.socket.recv(&mut *buf, 0).map_err(WireError::Io)?;
         }
+        Ok(self.buf.borrow())
     }
 }
 
-/// Sequence number, type and length of the message at the start of `buf`, if a whole one is there.
-fn header(buf: &[u8]) -> Option<(u32, u16, usize)> {
-    let b = NetlinkBuffer::new_checked(buf).ok()?;
-    Some((b.sequence_number(), b.message_type(), b.length() as usize))
+/// The messages of a datagram: sequence number, type and the whole message (header included).
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u32, u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let b = NetlinkBuffer::new_checked(&buf[at..]).ok()?;
+        let (seq, kind, len) = (b.sequence_number(), b.message_type(), b.length() as usize);
+        let msg = &buf[at..at + len];
+        at += len.next_multiple_of(4);
+        Some((seq, kind, msg))
+    })
 }
 
 /// The netlink header's length: a message's body starts there.
 const HEADER: usize = 16;
 
-/// The answer to a request: an ack, a message, or the kernel's error as rtnetlink reports it.
-fn answer(msg: &[u8], kind: u16) -> Result<Answer, rtnetlink::Error> {
+/// The answer to a request: an ack, a message, or the kernel's errno.
+fn answer(msg: &[u8], kind: u16) -> Result<Answer, WireError> {
     if kind != NLMSG_ERROR {
         return Ok(Answer::Message(Raw { kind, body: msg[HEADER..].to_vec() }));
     }
     let body = &msg[HEADER..];
-    let error = ErrorBuffer::new_checked(&body).and_then(|b| ErrorMessage::parse(&b));
-    match error {
-        Ok(e) if e.code.is_none() => Ok(Answer::Ack),
-        Ok(e) => Err(rtnetlink::Error::NetlinkError(e)),
-        Err(_) => Err(rtnetlink::Error::RequestFailed),
-    }
-}
-
-/// A socket error: rtnetlink reports those as a failed request.
-fn failed(_: io::Error) -> rtnetlink::Error {
-    rtnetlink::Error::RequestFailed
-}
-
-/// Returns `Pending` once (waking itself at once), so that futures polled alongside get to
-/// queue their requests before the first of them sends.
-struct YieldOnce(bool);
-
-impl Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
+    match ErrorBuffer::new_checked(&body).and_then(|b| ErrorMessage::parse(&b)) {
+        Ok(e) => match e.code {
+            None => Ok(Answer::Ack),
+            Some(code) => Err(WireError::Kernel(code.get().abs())),
+        },
+        Err(_) => Err(WireError::Unexpected("an error message cut short")),
     }
 }

@@ -1,7 +1,7 @@
 //! The commands that look and advise without changing routes: `plan`, `snapshot`, `explain`,
 //! `status`, `suggest` (which writes daemon.json only when asked) and `install`.
 
-use super::{environment, gather_host, load_config, runtime, sections_for, Error, Sections, NO_TUNNEL, REFUSED_HINT};
+use super::{environment, gather_host, load_config, sections_for, Error, Sections, NO_TUNNEL, REFUSED_HINT};
 use crate::cli::{ExplainArgs, InstallArgs, PlanArgs, SnapshotArgs, StatusArgs, SuggestArgs};
 use crate::config::Overrides;
 use crate::hook::{discover, HookInput};
@@ -59,10 +59,7 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<String, Error> {
     let env = environment();
     let config = load_config(&env, &Overrides::default());
     let hook_env: Vec<(String, String)> = env.iter().filter(|(k, _)| is_hook_variable(k)).cloned().collect();
-    let host = runtime().block_on(async {
-        let k = Kernel::connect()?;
-        gather_host(&k, &config).await
-    })?;
+    let host = gather_host(&Kernel::connect()?, &config)?;
     let snap = bundle::Snapshot {
         routes: &host.routes,
         links: &host.links,
@@ -182,15 +179,10 @@ pub fn explain(args: &ExplainArgs) -> Result<String, Error> {
     };
     let all: Vec<_> = match &args.from {
         Some(_) => args.addrs.iter().map(|a| explain(a, None)).collect(),
-        None => runtime().block_on(async {
-            let k = Kernel::connect()?;
-            let mut out = Vec::new();
-            for a in &args.addrs {
-                let dev = k.route_get(*a).await.ok().and_then(|r| r.dev);
-                out.push(explain(a, Some(dev)));
-            }
-            Ok::<_, Error>(out)
-        })?,
+        None => {
+            let answers = Kernel::connect()?.route_get_all(&args.addrs)?;
+            args.addrs.iter().zip(answers).map(|(a, r)| explain(a, Some(r.ok().and_then(|r| r.dev)))).collect()
+        }
     };
     Ok(if args.json {
         serde_json::to_string_pretty(&serde_json::json!({ "addresses": all }))? + "\n"
@@ -215,9 +207,8 @@ pub fn status(args: &StatusArgs) -> Result<String, Error> {
             records.extend(dir.read(t)?);
         }
     }
-    let (statuses, unmanaged) = runtime().block_on(async {
-        let k = Kernel::connect()?;
-        let host = gather_host(&k, &config).await?;
+    let (statuses, unmanaged) = {
+        let host = gather_host(&Kernel::connect()?, &config)?;
         let facts = host.facts(HookInput::default());
         let out: Vec<_> = records.iter().map(|s| crate::status::status(s, &facts, &config)).collect();
         // VPN devices that are up with no record: a VPN whose hook is not set up (or not yet
@@ -228,8 +219,8 @@ pub fn status(args: &StatusArgs) -> Result<String, Error> {
             .filter(|i| args.dev.as_ref().is_none_or(|d| *d == i.tunnel.dev))
             .map(|i| (i.tunnel.dev.clone(), plan::plan(&host.facts(i), &config).add.len()))
             .collect();
-        Ok::<_, Error>((out, unmanaged))
-    })?;
+        (out, unmanaged)
+    };
     Ok(if args.json {
         let unmanaged: Vec<serde_json::Value> =
             unmanaged.iter().map(|(dev, n)| serde_json::json!({"dev": dev, "wanted": n})).collect();

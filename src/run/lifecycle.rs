@@ -2,7 +2,7 @@
 //! `apply` and `cleanup`. Connect stops at the first hard failure and leaves a true record;
 //! disconnect tries every removal and reports all failures.
 
-use super::{chain, environment, gather, load_config, runtime, selected_input, Error};
+use super::{chain, environment, gather, load_config, selected_input, Error};
 use crate::apply::{self, ApplyError};
 use crate::cli::{CleanupArgs, Selection};
 use crate::config::{Config, Overrides};
@@ -25,12 +25,12 @@ pub fn apply(sel: &Selection) -> Result<String, Error> {
 pub fn cleanup(args: &CleanupArgs) -> Result<String, Error> {
     let env = environment();
     let config = load_config(&env, &Overrides::default());
-    runtime().block_on(async {
+    {
         let k = Kernel::connect()?;
         let mut failed = 0;
         // `--all` needs no state: every route with vpnfix's protocol number goes.
         if args.all {
-            failed += report_removed(apply::sweep_all(&k, config.proto).await?);
+            failed += report_removed(apply::sweep_all(&k, config.proto)?);
         }
         let dir = match StateDir::open(&config.state_dir) {
             Ok(dir) => dir,
@@ -46,13 +46,13 @@ pub fn cleanup(args: &CleanupArgs) -> Result<String, Error> {
         };
         for t in tunnels {
             let _lock = dir.lock(&t)?;
-            failed += report_removed(apply::remove(&k, &dir, &t).await?);
+            failed += report_removed(apply::remove(&k, &dir, &t)?);
         }
         if failed > 0 {
             return Err(Error::Partial(failed));
         }
         Ok(String::new())
-    })
+    }
 }
 
 fn report_removed(r: apply::Removed) -> usize {
@@ -67,16 +67,16 @@ fn report_removed(r: apply::Removed) -> usize {
 /// summary.
 fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
     let dev = input.tunnel.dev.clone();
-    runtime().block_on(async {
+    {
         let k = Kernel::connect()?;
         if config.dry_run {
-            let g = gather(&k, config, input).await?;
+            let g = gather(&k, config, input)?;
             let p = plan::plan(&g, config);
             return Ok(report::plan_text(&g, &p));
         }
         let dir = StateDir::open(&config.state_dir)?;
         let _lock = dir.lock(&dev)?;
-        let g = gather(&k, config, input).await?;
+        let g = gather(&k, config, input)?;
         if !g.links.iter().any(|l| l.name == dev) {
             return Err(Error::NoTunnel(dev.clone()));
         }
@@ -87,12 +87,12 @@ fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
         for n in &p.notes {
             info!("{n}");
         }
-        let done = apply::reconcile(&k, &dir, &p, &g.pushes, &g.routes, &g.links, config.proto).await?;
+        let done = apply::reconcile(&k, &dir, &p, &g.pushes, &g.routes, &g.links, config.proto)?;
         Ok(format!(
             "{dev}: {} route(s) added, {} already there, {} removed, {} blocked by foreign routes, {} not verified",
             done.added, done.present, done.removed, done.blocked, done.unverified
         ))
-    })
+    }
 }
 
 /// Whether this process may change routes: CAP_NET_ADMIN (bit 12) in its effective set, as
@@ -112,24 +112,24 @@ fn disconnect(config: &Config, dev: &str) -> Result<(), Error> {
         );
         return Ok(());
     }
-    runtime().block_on(async {
+    {
         let k = Kernel::connect()?;
         let dir = StateDir::open(&config.state_dir)?;
         let _lock = dir.lock(dev)?;
-        match apply::remove(&k, &dir, dev).await {
+        match apply::remove(&k, &dir, dev) {
             Ok(r) => match report_removed(r) {
                 0 => Ok(()),
                 n => Err(Error::Partial(n)),
             },
             Err(ApplyError::State(e @ StateError::Corrupt { .. })) => {
                 warn!("{}", chain(&e));
-                apply::sweep(&k, &dir, dev, config.proto).await?;
+                report_removed(apply::sweep(&k, &dir, dev, config.proto)?);
                 dir.remove(dev)?;
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
-    })
+    }
 }
 
 /// Runs a hook and returns the exit status its caller needs: always 0 from OpenVPN's `up`,

@@ -176,13 +176,18 @@ impl Host {
 
 /// The kernel's tables and the engines' networks (kernel facts alone, with one warning, when no
 /// engine can be asked).
-async fn gather_host(k: &Kernel, config: &Config) -> Result<Host, Error> {
+fn gather_host(k: &Kernel, config: &Config) -> Result<Host, Error> {
     let hosts = docker::engine_hosts(config.docker_host.as_deref(), |p| p.exists());
-    // One netlink socket runs one dump at a time (a second one gets EBUSY), so the kernel's
-    // tables are read in turn while the engines are asked alongside.
-    let kernel =
-        async { Ok::<_, KernelError>((k.routes().await?, k.links().await?, k.addrs().await?, k.neighbours().await?)) };
-    let (tables, answers) = tokio::join!(kernel, docker::inspect_all(&hosts, config.docker_timeout_ms));
+    // The engines are asked on a thread of their own (bollard needs tokio, nothing else here
+    // does) while this one reads the kernel's tables, a dump at a time (one netlink socket runs
+    // one dump at a time: a second one gets EBUSY).
+    let ms = config.docker_timeout_ms;
+    let (tables, answers) = std::thread::scope(|s| {
+        let engines = (!hosts.is_empty()).then(|| s.spawn(|| runtime().block_on(docker::inspect_all(&hosts, ms))));
+        let tables = (|| Ok::<_, KernelError>((k.routes()?, k.links()?, k.addrs()?, k.neighbours()?)))();
+        let answers = engines.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).unwrap_or_default();
+        (tables, answers)
+    });
     let (routes, links, addrs, neighbours) = tables?;
     let mut skipped = Vec::new();
     let raw = engine_networks(&hosts, answers);
@@ -191,8 +196,8 @@ async fn gather_host(k: &Kernel, config: &Config) -> Result<Host, Error> {
 }
 
 /// Facts of this host for one hook input.
-async fn gather(k: &Kernel, config: &Config, input: HookInput) -> Result<Facts, Error> {
-    Ok(gather_host(k, config).await?.facts(input))
+fn gather(k: &Kernel, config: &Config, input: HookInput) -> Result<Facts, Error> {
+    Ok(gather_host(k, config)?.facts(input))
 }
 
 /// Every answering engine's networks; `None` when none answered. Each engine that did not
@@ -265,10 +270,7 @@ fn sections_for(
         return Ok((sections, host));
     }
     let config = load_config(env, &sel.overrides());
-    let host = runtime().block_on(async {
-        let k = Kernel::connect()?;
-        gather_host(&k, &config).await
-    })?;
+    let host = gather_host(&Kernel::connect()?, &config)?;
     Ok((sections(&host, env, sel, config)?, host))
 }
 

@@ -4,7 +4,6 @@
 //! when the test panics. The machine's own namespace is never touched.
 
 use super::{require_root, NEXT};
-use std::future::Future;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use vpnfix::kernel::Kernel;
@@ -81,16 +80,14 @@ impl KernelNs {
     }
 
     /// Runs `f` with a [`Kernel`] opened inside the namespace, on a thread of its own.
-    pub fn with_kernel<F, Fut>(&self, f: F)
+    pub fn with_kernel<F>(&self, f: F)
     where
-        F: FnOnce(Kernel, Ip) -> Fut + Send + 'static,
-        Fut: Future<Output = ()>,
+        F: FnOnce(Kernel, Ip) + Send + 'static,
     {
         let ip = self.ip.clone();
         let thread = std::thread::spawn(move || {
             enter(&ip.0);
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async move { f(Kernel::connect().expect("netlink connects"), ip).await })
+            f(Kernel::connect().expect("netlink connects"), ip)
         });
         if let Err(panic) = thread.join() {
             std::panic::resume_unwind(panic);

@@ -90,7 +90,14 @@ pub struct Podman {
     mnt_ns: String,
     /// `nsenter … podman system service` (a child of ours).
     service: Option<Child>,
+    /// One private Podman at a time per test binary: two at once (each in its own namespaces)
+    /// made crun fail now and then here ("write to sync socket: Broken pipe", a container
+    /// "not running" after its start). Dropped last, after everything is stopped.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+/// See [`Podman::_one_at_a_time`].
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Mounts the private views, then becomes a reaping PID 1. `$1` is our directory.
 const HOLDER_SCRIPT: &str = r#"set -e
@@ -109,6 +116,8 @@ impl Podman {
     /// its API service on `sock()` (waits up to 60 s until `/_ping` answers) and the image
     /// `local/busybox` (static busybox; `sh sleep ping ip …` linked to it).
     pub fn start(netns: &str, backend: Backend) -> Podman {
+        // A test that failed while holding it leaves it poisoned; the Podman it guarded is gone.
+        let one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let t0 = Instant::now();
         let tag = format!("vft-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let dir = std::env::temp_dir().join(format!("{tag}-podman"));
@@ -139,6 +148,7 @@ impl Podman {
             init: 0,
             mnt_ns: String::new(),
             service: None,
+            _one_at_a_time: one_at_a_time,
         };
         p.wait_for_holder();
         p.start_service();
