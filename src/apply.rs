@@ -202,15 +202,20 @@ fn adds<K: Netlink>(
     done: &mut Installed,
 ) -> Option<KernelError> {
     let mut failure = None;
+    // Where each pending route sits in the record (10,000 routes: no search per answer).
+    let pending: std::collections::HashMap<RouteSpec, usize> = (state.routes.iter().enumerate())
+        .filter(|(_, e)| e.status == Status::Pending)
+        .map(|(i, e)| (e.route.clone(), i))
+        .collect();
     for chunk in todo.chunks(k.batch()) {
-        chunk.iter().for_each(|i| info!("{}", plan.add[*i]));
+        crate::logging::info_lines(chunk.iter().map(|i| plan.add[*i].to_string()));
         let specs: Vec<RouteSpec> = chunk.iter().map(|i| wanted[*i].clone()).collect();
         let results = match k.add_all(&specs) {
             Ok(r) => r,
             Err(e) => return Some(e),
         };
         for (r, result) in specs.iter().zip(results) {
-            let entry = state.routes.iter_mut().find(|e| e.route == *r && e.status == Status::Pending);
+            let entry = pending.get(r).map(|i| &mut state.routes[*i]);
             match (result, entry) {
                 (Ok(Added::Added), Some(e)) => (e.status, done.added) = (Status::Added, done.added + 1),
                 (Ok(Added::Unchanged), Some(e)) => (e.status, done.present) = (Status::Present, done.present + 1),
@@ -238,23 +243,25 @@ fn deletes<K: Netlink>(
     done: &mut Installed,
 ) -> Option<KernelError> {
     let mut failure = None;
+    let mut gone: HashSet<&RouteSpec> = HashSet::new();
     for chunk in todo.chunks(k.batch()) {
-        for (r, why) in chunk {
-            match why {
-                Why::Unwanted => info!("removing {r}: no longer wanted"),
-                Why::Stale => info!("removing stale {r}: left by an earlier vpnfix run"),
-            }
-        }
+        crate::logging::info_lines(chunk.iter().map(|(r, why)| match why {
+            Why::Unwanted => format!("removing {r}: no longer wanted"),
+            Why::Stale => format!("removing stale {r}: left by an earlier vpnfix run"),
+        }));
         let specs: Vec<RouteSpec> = chunk.iter().map(|(r, _)| r.clone()).collect();
         let results = match k.delete_all(&specs) {
             Ok(r) => r,
-            Err(e) => return Some(e),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
         };
-        for (r, result) in specs.iter().zip(results) {
+        for ((r, _), result) in chunk.iter().zip(results) {
             match result {
                 Ok(d) => {
                     done.removed += usize::from(d == Deleted::Deleted);
-                    state.routes.retain(|e| e.route != *r);
+                    gone.insert(r);
                 }
                 Err(e) => keep_first(&mut failure, e),
             }
@@ -263,6 +270,7 @@ fn deletes<K: Netlink>(
             break;
         }
     }
+    state.routes.retain(|e| !gone.contains(&e.route));
     failure
 }
 
@@ -384,7 +392,7 @@ pub fn sweep_all<K: Netlink>(k: &K, proto: u8) -> Result<Removed, ApplyError> {
 fn delete_every<K: Netlink>(k: &K, routes: &[RouteSpec]) -> Result<(Removed, Vec<usize>), KernelError> {
     let (mut out, mut failed_at) = (Removed::default(), Vec::new());
     for (c, chunk) in routes.chunks(k.batch()).enumerate() {
-        chunk.iter().for_each(|r| info!("removing {r}"));
+        crate::logging::info_lines(chunk.iter().map(|r| format!("removing {r}")));
         for (i, result) in k.delete_all(chunk)?.into_iter().enumerate() {
             match result {
                 Ok(Deleted::Deleted) => out.deleted += 1,

@@ -180,6 +180,9 @@ impl Kernel {
     pub fn rules_are_default(&self) -> Result<bool, KernelError> {
         let body = RouteNetlinkMessage::GetRule(RuleMessage::default());
         let (rules, bad): (Vec<RuleMessage>, _) = parse_all(self.wire.dump(body).map_err(dump("rules"))?, RTM_NEWRULE);
+        for r in rules.iter().filter(|r| !is_default_rule(r)) {
+            log::debug!("policy routing is not the kernel's default: {r:?}");
+        }
         Ok(bad == 0 && rules.iter().all(is_default_rule))
     }
 
@@ -346,7 +349,7 @@ impl Kernel {
                 }
             }
         }
-        let mut answers = self.wire.requests(reqs).map_err(KernelError::Socket)?.into_iter();
+        let mut answers = self.wire.changes(reqs).map_err(KernelError::Socket)?.into_iter();
         Ok(out.into_iter().map(|o| o.unwrap_or_else(|| Sent::Answered(answers.next().expect("answered")))).collect())
     }
 
@@ -473,7 +476,7 @@ impl Kernel {
 /// What became of one route's request in [`Kernel::send_all`].
 enum Sent {
     /// The kernel's answer.
-    Answered(Result<Answer, wire::WireError>),
+    Answered(Result<(), wire::WireError>),
     /// Its device does not exist: nothing was sent.
     NoDevice,
     /// It cannot be expressed safely: nothing was sent.
@@ -484,9 +487,12 @@ enum Sent {
 const RTM_NEWRULE: u16 = 32;
 
 /// One of the rules a kernel starts with: (priority, table) local 0, main 32766, default
-/// 32767, selecting every packet.
+/// 32767, selecting every packet. Rules of other families (IPv4 multicast routing's, family 129) decide no unicast route.
 fn is_default_rule(m: &RuleMessage) -> bool {
     let h = &m.header;
+    if !matches!(h.family, AddressFamily::Inet | AddressFamily::Inet6) {
+        return true;
+    }
     let plain = h.dst_len == 0 && h.src_len == 0 && h.tos == 0 && h.action == RuleAction::ToTable;
     let (mut priority, mut table) = (0, u32::from(h.table));
     for a in &m.attributes {

@@ -9,8 +9,38 @@ use std::sync::Mutex;
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 
-struct Logger {
-    syslog: Option<Mutex<Syslog>>,
+/// The syslog connection, once [`init`] has made it.
+static SYSLOG: std::sync::OnceLock<Option<Mutex<Syslog>>> = std::sync::OnceLock::new();
+
+struct Logger;
+
+/// Sends one message to syslog, if there is one.
+fn to_syslog(level: Level, msg: String) {
+    if let Some(Ok(mut s)) = SYSLOG.get().and_then(Option::as_ref).map(Mutex::lock) {
+        let _ = match level {
+            Level::Error => s.err(msg),
+            Level::Warn => s.warning(msg),
+            Level::Info => s.info(msg),
+            _ => s.debug(msg),
+        };
+    }
+}
+
+/// Logs every line at info level, as one write to stderr (each line whole, `vpnfix: ` first)
+/// and one syslog message each: a change logged just before it happens costs no system call
+/// of its own when a thousand go to the kernel in one batch.
+pub fn info_lines(lines: impl IntoIterator<Item = String>) {
+    if !log::log_enabled!(Level::Info) {
+        return;
+    }
+    let mut text = String::new();
+    for line in lines {
+        text.push_str("vpnfix: ");
+        text.push_str(&line);
+        text.push('\n');
+        to_syslog(Level::Info, line);
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 impl Log for Logger {
@@ -30,14 +60,7 @@ impl Log for Logger {
         };
         // One write per line: stderr is unbuffered, and `writeln!` makes one per piece (four).
         let _ = std::io::stderr().write_all(format!("vpnfix: {prefix}{msg}\n").as_bytes());
-        if let Some(Ok(mut s)) = self.syslog.as_ref().map(Mutex::lock) {
-            let _ = match record.level() {
-                Level::Error => s.err(msg),
-                Level::Warn => s.warning(msg),
-                Level::Info => s.info(msg),
-                _ => s.debug(msg),
-            };
-        }
+        to_syslog(record.level(), msg);
     }
 
     fn flush(&self) {}
@@ -63,7 +86,8 @@ pub fn init(level: LogLevel) {
         pid: std::process::id(),
     };
     let syslog = path.filter(|p| p.exists()).and_then(|p| syslog::unix_custom(formatter, p).ok()).map(Mutex::new);
-    if log::set_boxed_logger(Box::new(Logger { syslog })).is_ok() {
+    let _ = SYSLOG.set(syslog);
+    if log::set_boxed_logger(Box::new(Logger)).is_ok() {
         log::set_max_level(filter(level));
     }
 }
