@@ -210,3 +210,29 @@ fn the_config_file_and_syslog_are_the_ones_named() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(line.contains("vpnfix[") && line.contains("sideways"), "{line}");
 }
+
+/// A bundle whose `env` was captured from NetworkManager's dispatcher (`VPN_IP_IFACE`,
+/// `VPN_IP4_ROUTE_N`) replays like one from OpenVPN: same tunnel, same pushes, same plan.
+#[test]
+fn a_bundle_from_networkmanager_replays_like_one_from_openvpn() {
+    let seed = root().join("tests/fixtures/bundles/seed-openvpn26");
+    let dir = std::env::temp_dir().join(format!("vpnfix-cli-nm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["route.json", "route6.json", "link.json", "addr.json", "neigh.json", "docker.json"] {
+        std::fs::copy(seed.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("env"),
+        "NM_DISPATCHER_ACTION=vpn-up\nCONNECTION_UUID=6f0e3a56-0000-4000-8000-00000000a002\n\
+         DEVICE_IFACE=eth0\nVPN_IP_IFACE=tun0\nVPN_IP4_ADDRESS_0=10.8.0.2/24 10.8.0.1\n\
+         VPN_IP4_NUM_ROUTES=1\nVPN_IP4_ROUTE_0=172.20.2.0/24 10.8.0.1 0\n",
+    )
+    .unwrap();
+    let nm = add_lines(dir.to_str().unwrap(), &[]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // The push (172.20.2.0/24) is not the route the kernel has through tun0 (172.20.0.0/16):
+    // the plan is the environment's, not one read off the table.
+    let ovpn = add_lines("tests/fixtures/bundles/seed-openvpn26", &["--route", "172.20.2.0/24"]);
+    assert_eq!(nm, ovpn, "NetworkManager's env plans as OpenVPN's does");
+    assert_ne!(nm, add_lines("tests/fixtures/bundles/seed-openvpn26", &[]));
+}

@@ -70,6 +70,21 @@ impl Invocation {
     }
 }
 
+/// The tunnel and pushes an environment captured from a hook describes, read by the parser of
+/// its source: OpenVPN's (`dev`) or NetworkManager's dispatcher (`VPN_IP_IFACE`); `None` when it
+/// is neither (manual mode). Bundles from either source replay through this.
+pub fn from_environment(env: &[(String, String)]) -> Option<Result<HookInput, String>> {
+    let has = |key: &str| env.iter().any(|(k, v)| k == key && !v.is_empty());
+    let env = env.iter().cloned();
+    if has("dev") {
+        Some(openvpn::parse(env, &[], None).map_err(|e| e.to_string()))
+    } else if has("VPN_IP_IFACE") {
+        Some(nm::parse(env, &[]).map_err(|e| e.to_string()))
+    } else {
+        None
+    }
+}
+
 /// Tells a hook invocation from a manual command: `vpnfix up|route-up|route-pre-down|down …`;
 /// NetworkManager's `NM_DISPATCHER_ACTION` in the environment; or OpenVPN's `script_type` — in
 /// both cases with a first argument that is not one of `commands` (OpenVPN appends

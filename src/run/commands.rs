@@ -1,7 +1,9 @@
 //! The commands that look and advise without changing routes: `plan`, `snapshot`, `explain`,
 //! `status`, `suggest` (which writes daemon.json only when asked) and `install`.
 
-use super::{environment, gather_host, load_config, sections_for, Error, Sections, NO_TUNNEL, REFUSED_HINT};
+use super::{
+    environment, gather_host, load_config, sections_for, select_for, Error, Sections, NO_TUNNEL, REFUSED_HINT,
+};
 use crate::cli::{ExplainArgs, InstallArgs, PlanArgs, SnapshotArgs, StatusArgs, SuggestArgs};
 use crate::config::Overrides;
 use crate::hook::{discover, HookInput};
@@ -14,7 +16,7 @@ use log::info;
 /// tunnel. Changes nothing.
 pub fn plan(args: &PlanArgs) -> Result<String, Error> {
     let env = environment();
-    let (s, _) = sections_for(args.from.as_deref(), &args.select, &env)?;
+    let s = sections_for(args.from.as_deref(), &args.select, &env)?;
     let plans: Vec<plan::Plan> = s.facts.iter().map(|f| plan::plan(f, &s.config)).collect();
     if args.json {
         // One tunnel: the plan object itself (its fields in their declared order).
@@ -87,23 +89,23 @@ const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 pub fn suggest(args: &SuggestArgs) -> Result<String, Error> {
     use crate::suggest::{self, SuggestInput};
     let env = environment();
-    let (s, host) = sections_for(args.from.as_deref(), &args.select, &env)?;
+    let s = select_for(args.from.as_deref(), &args.select, &env)?;
     // A free subnet depends on what every VPN pushes, not on a tunnel's name: one suggestion
     // for all tunnels, or for the routes given with no tunnel at all.
-    let mut input = HookInput::default();
-    for f in &s.facts {
-        if input.tunnel.dev.is_empty() {
-            input.tunnel = f.tunnel.clone();
-        }
-        input.pushes.extend(f.pushes.iter().cloned());
-    }
-    if s.facts.is_empty() && args.select.routes.is_empty() {
+    if s.inputs.is_empty() && args.select.routes.is_empty() {
         return Ok(format!("{NO_TUNNEL}\n"));
     }
-    if s.facts.is_empty() {
+    let mut input = HookInput::default();
+    for i in &s.inputs {
+        if input.tunnel.dev.is_empty() {
+            input.tunnel = i.tunnel.clone();
+        }
+        input.pushes.extend(i.pushes.iter().cloned());
+    }
+    if s.inputs.is_empty() {
         input.pushes = super::route_flags(&args.select);
     }
-    let facts = host.facts(input);
+    let facts = s.host.into_facts(input);
     let plan = plan::plan(&facts, &s.config);
     let existing = args.daemon_json.clone().or_else(|| args.write_daemon_json.clone()).unwrap_or_else(|| {
         args.from.as_ref().map_or_else(|| std::path::PathBuf::from(DAEMON_JSON), |dir| dir.join("daemon.json"))
@@ -162,7 +164,7 @@ pub fn install(args: &InstallArgs) -> Result<String, Error> {
 /// where each address goes).
 pub fn explain(args: &ExplainArgs) -> Result<String, Error> {
     let env = environment();
-    let (s, _) = sections_for(args.from.as_deref(), &args.select, &env)?;
+    let s = sections_for(args.from.as_deref(), &args.select, &env)?;
     if s.facts.is_empty() {
         return Ok(format!("{NO_TUNNEL}\n"));
     }

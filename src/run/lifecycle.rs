@@ -17,7 +17,7 @@ use std::process::ExitCode;
 pub fn apply(sel: &Selection) -> Result<String, Error> {
     let env = environment();
     let config = load_config(&env, &sel.overrides());
-    let input = selected_input(&env, &[], sel)?;
+    let input = selected_input(&env, sel)?;
     connect(&config, input).map(|n| format!("{n}\n"))
 }
 

@@ -42,6 +42,9 @@ pub enum Error {
     /// The output could not be serialized.
     #[error("cannot render JSON")]
     Json(#[from] serde_json::Error),
+    /// The hook environment names its tunnel wrongly.
+    #[error("{0}")]
+    HookEnv(String),
     /// The tunnel device does not exist.
     #[error("device {0} does not exist; nothing done")]
     NoTunnel(String),
@@ -112,14 +115,20 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime starts")
 }
 
-/// The hook's tunnel and pushes, with the command line's overrides.
-fn selected_input(env: &[(String, String)], args: &[String], sel: &Selection) -> Result<HookInput, HookError> {
-    let mut env = env.to_vec();
+/// The tunnel and pushes of the hook environment (OpenVPN's or NetworkManager's, see
+/// [`hook::from_environment`]) or, outside one, of `--dev` alone; `--dev` and `--route`
+/// override. An error when neither names a tunnel.
+fn selected_input(env: &[(String, String)], sel: &Selection) -> Result<HookInput, Error> {
+    let mut input = match hook::from_environment(env) {
+        Some(parsed) => parsed.map_err(Error::HookEnv)?,
+        None => HookInput::default(),
+    };
     if let Some(dev) = &sel.dev {
-        env.retain(|(k, _)| k != "dev");
-        env.push(("dev".into(), dev.clone()));
+        input.tunnel.dev = dev.clone();
     }
-    let mut input = hook::openvpn::parse(env, args, None)?;
+    if input.tunnel.dev.is_empty() {
+        return Err(HookError::NoDevice.into());
+    }
     if !sel.routes.is_empty() {
         input.pushes = route_flags(sel);
     }
@@ -132,6 +141,7 @@ fn route_flags(sel: &Selection) -> Vec<Push> {
 
 /// What the host has, gathered once (live or from a bundle); facts for any tunnel are made
 /// from it.
+#[derive(Clone)]
 struct Host {
     routes: Vec<Route>,
     links: Vec<Link>,
@@ -144,20 +154,25 @@ struct Host {
 }
 
 impl Host {
-    /// The planner's facts for one tunnel and its pushes.
-    fn facts(&self, input: HookInput) -> Facts {
-        let mut skipped = self.skipped.clone();
+    /// The planner's facts for one tunnel and its pushes, the host's tables moved in.
+    fn into_facts(self, input: HookInput) -> Facts {
+        let mut skipped = self.skipped;
         skipped.extend(input.skipped);
         Facts::new(
             input.tunnel,
             input.pushes,
-            self.routes.clone(),
-            self.links.clone(),
-            self.addrs.clone(),
-            self.neighbours.clone(),
-            self.networks.clone(),
+            self.routes,
+            self.links,
+            self.addrs,
+            self.neighbours,
+            self.networks,
             skipped,
         )
+    }
+
+    /// The same, the host's tables copied.
+    fn facts(&self, input: HookInput) -> Facts {
+        self.clone().into_facts(input)
     }
 
     fn from_bundle(b: bundle::Bundle) -> (Host, Vec<(String, String)>) {
@@ -197,7 +212,7 @@ fn gather_host(k: &Kernel, config: &Config) -> Result<Host, Error> {
 
 /// Facts of this host for one hook input.
 fn gather(k: &Kernel, config: &Config, input: HookInput) -> Result<Facts, Error> {
-    Ok(gather_host(k, config)?.facts(input))
+    Ok(gather_host(k, config)?.into_facts(input))
 }
 
 /// Every answering engine's networks; `None` when none answered. Each engine that did not
@@ -225,7 +240,16 @@ fn engine_networks(
     networks
 }
 
-/// What a manual command is about: one section per tunnel.
+/// What a manual command is about: the tunnels (each with its pushes) and the host.
+struct Selected {
+    config: Config,
+    inputs: Vec<HookInput>,
+    /// Whether the tunnels and their pushes were read from the kernel (no hook environment).
+    discovered: bool,
+    host: Host,
+}
+
+/// Facts per tunnel, ready to plan.
 struct Sections {
     config: Config,
     /// Facts per tunnel, by tunnel name.
@@ -234,13 +258,26 @@ struct Sections {
     discovered: bool,
 }
 
-/// The tunnels a manual command is about. Inside a hook environment (`dev` set): that tunnel
-/// and its pushes. Else the tunnel `--dev` names, or every VPN tunnel that is up, each with
-/// the kernel's routes through it as its pushes. `--route` replaces the pushes.
-fn sections(host: &Host, env: &[(String, String)], sel: &Selection, config: Config) -> Result<Sections, Error> {
-    if env.iter().any(|(k, v)| k == "dev" && !v.is_empty()) {
-        let input = selected_input(env, &[], sel)?;
-        return Ok(Sections { config, facts: vec![host.facts(input)], discovered: false });
+impl Selected {
+    /// Facts per tunnel: the host's tables move into the last, the others get copies (one
+    /// tunnel, the usual case, copies nothing: a 100,000-route bundle is held once).
+    fn into_sections(self) -> Sections {
+        let Selected { config, mut inputs, discovered, host } = self;
+        let last = inputs.pop();
+        let mut facts: Vec<Facts> = inputs.into_iter().map(|i| host.facts(i)).collect();
+        facts.extend(last.map(|i| host.into_facts(i)));
+        Sections { config, facts, discovered }
+    }
+}
+
+/// The tunnels a manual command is about. Inside a hook environment (OpenVPN's or
+/// NetworkManager's, live or a bundle's): that tunnel and its pushes. Else the tunnel `--dev`
+/// names, or every VPN tunnel that is up, each with the kernel's routes through it as its
+/// pushes. `--route` replaces the pushes.
+fn select(host: Host, env: &[(String, String)], sel: &Selection, config: Config) -> Result<Selected, Error> {
+    if hook::from_environment(env).is_some() {
+        let inputs = vec![selected_input(env, sel)?];
+        return Ok(Selected { config, inputs, discovered: false, host });
     }
     let mut inputs = match &sel.dev {
         Some(dev) => vec![discover::tunnel(dev, &host.links, &host.addrs, &host.routes, config.proto)],
@@ -249,29 +286,25 @@ fn sections(host: &Host, env: &[(String, String)], sel: &Selection, config: Conf
     if !sel.routes.is_empty() {
         inputs.iter_mut().for_each(|i| i.pushes = route_flags(sel));
     }
-    let facts = inputs.into_iter().map(|i| host.facts(i)).collect();
-    Ok(Sections { config, facts, discovered: true })
+    Ok(Selected { config, inputs, discovered: true, host })
 }
 
-/// Sections for a bundle (`--from DIR`) or, without one, for this host.
-fn sections_for(
-    from: Option<&std::path::Path>,
-    sel: &Selection,
-    env: &[(String, String)],
-) -> Result<(Sections, Host), Error> {
+/// The selection for a bundle (`--from DIR`) or, without one, for this host.
+fn select_for(from: Option<&std::path::Path>, sel: &Selection, env: &[(String, String)]) -> Result<Selected, Error> {
     if let Some(dir) = from {
-        let (host, benv) = Host::from_bundle(bundle::read(dir)?);
+        let (mut host, benv) = Host::from_bundle(bundle::read(dir)?);
         let (config, config_skipped) = Config::from_layers([benv.as_slice()]);
-        let config = config.overridden(&sel.overrides());
-        let mut sections = sections(&host, &benv, sel, config)?;
-        for f in &mut sections.facts {
-            f.skipped.splice(0..0, config_skipped.iter().cloned());
-        }
-        return Ok((sections, host));
+        host.skipped.splice(0..0, config_skipped);
+        return select(host, &benv, sel, config.overridden(&sel.overrides()));
     }
     let config = load_config(env, &sel.overrides());
     let host = gather_host(&Kernel::connect()?, &config)?;
-    Ok((sections(&host, env, sel, config)?, host))
+    select(host, env, sel, config)
+}
+
+/// Facts per tunnel for a bundle or this host.
+fn sections_for(from: Option<&std::path::Path>, sel: &Selection, env: &[(String, String)]) -> Result<Sections, Error> {
+    Ok(select_for(from, sel, env)?.into_sections())
 }
 
 /// The line for a host where no VPN tunnel is up.
