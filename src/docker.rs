@@ -91,6 +91,17 @@ fn is_docker(e: &Engine) -> bool {
     *e == Engine::Docker
 }
 
+/// Why the engine at `host` cannot be asked before anything is sent: its Unix socket does not
+/// exist (checked here, so a host with no engine costs no thread and no runtime).
+pub fn missing(host: &str) -> Option<DockerError> {
+    let path = host.strip_prefix("unix://")?;
+    let gone = !Path::new(path).exists();
+    gone.then(|| DockerError::Connect {
+        host: host.into(),
+        source: bollard::errors::Error::SocketNotFoundError(path.to_string()),
+    })
+}
+
 /// Every engine of `hosts`, asked at once, within one overall time limit: each engine's answer
 /// or why it gave none.
 pub async fn inspect_all(hosts: &[String], timeout_ms: u64) -> Vec<Result<EngineAnswer, DockerError>> {

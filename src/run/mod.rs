@@ -197,15 +197,18 @@ fn gather_host(k: &Kernel, config: &Config) -> Result<Host, Error> {
     // does) while this one reads the kernel's tables, a dump at a time (one netlink socket runs
     // one dump at a time: a second one gets EBUSY).
     let ms = config.docker_timeout_ms;
+    let any = !hosts.is_empty();
+    let (gone, live): (Vec<String>, Vec<String>) = hosts.into_iter().partition(|h| docker::missing(h).is_some());
     let (tables, answers) = std::thread::scope(|s| {
-        let engines = (!hosts.is_empty()).then(|| s.spawn(|| runtime().block_on(docker::inspect_all(&hosts, ms))));
+        let engines = (!live.is_empty()).then(|| s.spawn(|| runtime().block_on(docker::inspect_all(&live, ms))));
         let tables = (|| Ok::<_, KernelError>((k.routes()?, k.links()?, k.addrs()?, k.neighbours()?)))();
-        let answers = engines.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).unwrap_or_default();
+        let mut answers: Vec<_> = gone.iter().filter_map(|h| docker::missing(h)).map(Err).collect();
+        answers.extend(engines.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).unwrap_or_default());
         (tables, answers)
     });
     let (routes, links, addrs, neighbours) = tables?;
     let mut skipped = Vec::new();
-    let raw = engine_networks(&hosts, answers);
+    let raw = engine_networks(any, answers);
     let networks = raw.as_ref().map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut skipped)).collect());
     Ok(Host { routes, links, addrs, neighbours, networks, raw, skipped })
 }
@@ -218,10 +221,10 @@ fn gather(k: &Kernel, config: &Config, input: HookInput) -> Result<Facts, Error>
 /// Every answering engine's networks; `None` when none answered. Each engine that did not
 /// answer is one warning.
 fn engine_networks(
-    hosts: &[String],
+    any: bool,
     answers: Vec<Result<docker::EngineAnswer, docker::DockerError>>,
 ) -> Option<Vec<docker::EngineNetwork>> {
-    if hosts.is_empty() {
+    if !any {
         debug!("no container engine: DOCKER_HOST is unset and none of {} exists", docker::USUAL_SOCKETS.join(", "));
         return None;
     }
