@@ -42,7 +42,10 @@ fn main() {
     }
     // The bundle must read back to the very facts the benchmark plans.
     let back = vpnfix::bundle::read(&dir).expect("the bundle just written reads back");
-    assert_eq!((back.routes.len(), back.links.len(), back.skipped.len()), (f.routes.len(), f.links.len(), 0));
+    assert_eq!(
+        (back.host.routes.len(), back.host.links.len(), back.host.skipped.len()),
+        (f.routes.len(), f.links.len(), 0)
+    );
     println!(
         "wrote {}: {} routes, {} links, {} Docker networks, {} pushes",
         dir.display(),

@@ -1,5 +1,5 @@
 //! Which Linux bridge an engine's network lives on, decided by what the kernel shows, never by a
-//! name alone. Pure; [`crate::net::Facts::new`] applies it once, so every reader (planner,
+//! name alone. Pure; [`crate::net::Host::into_facts`] applies it once, so every reader (planner,
 //! explain, status, suggest) asks [`crate::net::Facts::network_on`] and gets the same answer.
 //!
 //! Evidence, strongest first: the bridge that carries one of the network's IPAM gateways as its

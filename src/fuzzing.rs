@@ -128,7 +128,7 @@ fn read_twice(b: &Bundle, files: &[(&str, &[u8])]) {
         lines.sort();
         lines
     };
-    assert_eq!(sorted(&b.skipped), sorted(&again.skipped), "skipped entries differ between two reads");
+    assert_eq!(sorted(&b.host.skipped), sorted(&again.host.skipped), "skipped entries differ between two reads");
 }
 
 /// What `snapshot` would write of a bundle reads back to the same facts, with no new problem.
@@ -136,10 +136,10 @@ fn through_writer(b: &Bundle, files: &[(&str, &[u8])]) {
     let raw: Option<Vec<crate::docker::EngineNetwork>> =
         files.iter().find(|(n, _)| *n == "docker.json").map(|(_, d)| serde_json::from_slice(d).expect("read above"));
     let snap = bundle::Snapshot {
-        routes: &b.routes,
-        links: &b.links,
-        addrs: &b.addrs,
-        neighbours: &b.neighbours,
+        routes: &b.host.routes,
+        links: &b.host.links,
+        addrs: &b.host.addrs,
+        neighbours: &b.host.neighbours,
         docker: raw.as_deref(),
         env: &b.env,
     };
@@ -153,11 +153,15 @@ fn through_writer(b: &Bundle, files: &[(&str, &[u8])]) {
         keys.sort();
         keys
     };
-    assert_eq!(sorted(&b.addrs), sorted(&back.addrs), "a bundle changed through snapshot's writer: addresses");
-    back.addrs.clone_from(&b.addrs);
+    assert_eq!(
+        sorted(&b.host.addrs),
+        sorted(&back.host.addrs),
+        "a bundle changed through snapshot's writer: addresses"
+    );
+    back.host.addrs.clone_from(&b.host.addrs);
     assert_same(b, &back, "a bundle changed through snapshot's writer and the reader");
-    for s in &back.skipped {
-        assert!(b.skipped.contains(s), "the written bundle has a new problem: {s}");
+    for s in &back.host.skipped {
+        assert!(b.host.skipped.contains(s), "the written bundle has a new problem: {s}");
     }
 }
 
@@ -198,10 +202,10 @@ fn detected(env: &[(String, String)], args: &[String]) {
 
 /// The facts of two bundles are the same.
 fn assert_same(a: &Bundle, b: &Bundle, what: &str) {
-    assert_eq!(a.routes, b.routes, "{what}: routes");
-    assert_eq!(a.links, b.links, "{what}: links");
-    assert_eq!(a.addrs, b.addrs, "{what}: addresses");
-    assert_eq!(a.neighbours, b.neighbours, "{what}: neighbours");
+    assert_eq!(a.host.routes, b.host.routes, "{what}: routes");
+    assert_eq!(a.host.links, b.host.links, "{what}: links");
+    assert_eq!(a.host.addrs, b.host.addrs, "{what}: addresses");
+    assert_eq!(a.host.neighbours, b.host.neighbours, "{what}: neighbours");
     assert_eq!(docker_sorted(a), docker_sorted(b), "{what}: Docker networks");
     assert_eq!(a.env, b.env, "{what}: environment");
 }
@@ -213,7 +217,7 @@ fn assert_same(a: &Bundle, b: &Bundle, what: &str) {
 /// order (the planner sorts by address), but docker.rs should walk `Containers` in a fixed
 /// order (by id), which also fixes the order of its skipped entries; then this can go.
 fn docker_sorted(b: &Bundle) -> Option<Vec<crate::net::DockerNetwork>> {
-    let mut networks = b.docker.clone()?;
+    let mut networks = b.host.docker.clone()?;
     for n in &mut networks {
         n.containers.sort_by(|x, y| x.name.cmp(&y.name).then(x.addrs.cmp(&y.addrs)));
     }

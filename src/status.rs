@@ -2,8 +2,8 @@
 //! in the kernel, and what the planner would want now from the recorded pushes and live facts.
 
 use crate::config::Config;
-use crate::net::Facts;
-use crate::net::RouteSpec;
+use crate::hook::HookInput;
+use crate::net::{Host, RouteSpec};
 use crate::plan::{self, Conflict};
 use crate::state::{State, Status};
 use serde::Serialize;
@@ -37,18 +37,22 @@ pub struct TunnelStatus {
     pub in_sync: bool,
 }
 
-/// The status of `state` against the live `facts` (whose routes include vpnfix's own).
-pub fn status(state: &State, facts: &Facts, config: &Config) -> TunnelStatus {
-    let in_kernel = |r: &RouteSpec| r.in_table(&facts.routes);
+/// The status of `state` against the live `host` (whose routes include vpnfix's own), planned
+/// anew from the recorded tunnel and pushes.
+pub fn status(state: &State, host: &Host, config: &Config) -> TunnelStatus {
+    let in_kernel = |r: &RouteSpec| r.in_table(&host.routes);
     let routes: Vec<RouteStatus> = state
         .routes
         .iter()
         .map(|e| RouteStatus { route: e.route.clone(), status: e.status, in_kernel: in_kernel(&e.route) })
         .collect();
-    let device_present = facts.links.iter().any(|l| l.name == state.tunnel);
-    let mut live = facts.clone();
-    live.tunnel.dev = state.tunnel.clone();
-    live.pushes = state.pushes.clone();
+    let device_present = host.links.iter().any(|l| l.name == state.tunnel);
+    let input = HookInput {
+        tunnel: crate::net::Tunnel { dev: state.tunnel.clone(), ..Default::default() },
+        pushes: state.pushes.clone(),
+        ..HookInput::default()
+    };
+    let live = host.facts(input);
     let p = plan::plan(&live, config);
     let missing: Vec<RouteSpec> = if device_present {
         p.add.iter().map(|a| a.spec(config.proto)).filter(|r| !in_kernel(r)).collect()

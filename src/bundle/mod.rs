@@ -15,7 +15,7 @@ pub use write::{to_texts, write, Snapshot};
 
 use crate::config::parse_kv_lines;
 use crate::docker;
-use crate::net::{Addr, DockerNetwork, Link, Neighbour, Proto, Route, RouteKind, Skipped};
+use crate::net::{Addr, Host, Link, Neighbour, Proto, Route, RouteKind, Skipped};
 use ipnet::IpNet;
 use std::io;
 use std::net::IpAddr;
@@ -55,41 +55,24 @@ pub enum BundleError {
     },
 }
 
-/// What a bundle holds, parsed.
+/// What a bundle holds, parsed: a host and the hook environment it was captured with.
 #[derive(Debug, Default)]
 pub struct Bundle {
-    /// Main-table routes, IPv4 then IPv6.
-    pub routes: Vec<Route>,
-    /// Devices.
-    pub links: Vec<Link>,
-    /// Addresses.
-    pub addrs: Vec<Addr>,
-    /// Neighbour entries.
-    pub neighbours: Vec<Neighbour>,
-    /// Docker networks; `None` without `docker.json`.
-    pub docker: Option<Vec<DockerNetwork>>,
+    /// The host's tables and engines' networks; entries that could not be understood are in
+    /// its `skipped`, one line each.
+    pub host: Host,
     /// The hook environment.
     pub env: Vec<(String, String)>,
-    /// Entries that could not be understood, one line each.
-    pub skipped: Vec<Skipped>,
 }
 
 impl Bundle {
-    /// The planner's facts: this bundle's tables with a hook's tunnel and pushes; `skipped` (what
-    /// the caller already set aside) comes first, then the hook's and the bundle's own.
+    /// The planner's facts: this bundle's host with a hook's tunnel and pushes; `skipped` (what
+    /// the caller already set aside) comes first, then the bundle's own, then the hook's.
     pub fn into_facts(self, input: crate::hook::HookInput, mut skipped: Vec<Skipped>) -> crate::net::Facts {
-        skipped.extend(input.skipped);
-        skipped.extend(self.skipped);
-        crate::net::Facts::new(
-            input.tunnel,
-            input.pushes,
-            self.routes,
-            self.links,
-            self.addrs,
-            self.neighbours,
-            self.docker,
-            skipped,
-        )
+        let mut host = self.host;
+        skipped.append(&mut host.skipped);
+        host.skipped = skipped;
+        host.into_facts(input)
     }
 }
 
@@ -129,13 +112,13 @@ where
         read_json(dir, &mut load, file, command, |text| routes_from(text, file, v6, &mut b))?;
     }
     let links: Vec<RawLink> = json(dir, &mut load, "link.json", "ip -j -d link show")?.unwrap_or_default();
-    b.links = links.iter().map(link).collect();
+    b.host.links = links.iter().map(link).collect();
     let addrs: Vec<RawAddrs> = json(dir, &mut load, "addr.json", "ip -j addr show")?.unwrap_or_default();
-    b.addrs = addrs.iter().flat_map(|d| self::addrs(d, &mut b.skipped)).collect();
+    b.host.addrs = addrs.iter().flat_map(|d| self::addrs(d, &mut b.host.skipped)).collect();
     let neigh: Vec<RawNeigh> = json(dir, &mut load, "neigh.json", "ip -j neigh show")?.unwrap_or_default();
-    b.neighbours = neigh.iter().filter_map(|n| neighbour(n, &mut b.skipped)).collect();
+    b.host.neighbours = neigh.iter().filter_map(|n| neighbour(n, &mut b.host.skipped)).collect();
     let networks: Option<Vec<docker::EngineNetwork>> = json(dir, &mut load, "docker.json", "docker network inspect")?;
-    b.docker = networks.map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut b.skipped)).collect());
+    b.host.docker = networks.map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut b.host.skipped)).collect());
     b.env = match load("env")? {
         // `read_to_string` refused what is not UTF-8; so does this.
         Some(bytes) => parse_kv_lines(&String::from_utf8(bytes).map_err(|e| BundleError::Read {
@@ -193,10 +176,10 @@ fn routes_from(text: &[u8], file: &'static str, v6: bool, b: &mut Bundle) -> Res
             while let Some(raw) = seq.next_element::<RawRoute>()? {
                 i += 1;
                 match route(&raw, self.v6) {
-                    Ok(r) => self.b.routes.push(r),
+                    Ok(r) => self.b.host.routes.push(r),
                     Err(why) => {
                         let subject = format!("{} entry {i}", self.file);
-                        self.b.skipped.push(Skipped::new(subject, format!("{why}; entry skipped")))
+                        self.b.host.skipped.push(Skipped::new(subject, format!("{why}; entry skipped")))
                     }
                 }
             }

@@ -43,14 +43,14 @@ fn the_captured_bundles_read_completely() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bundles");
     for name in ["seed-openvpn26", "seed-route-noexec", "shop-ipv6-aggregate"] {
         let b = read(&Path::new(root).join(name)).unwrap();
-        assert!(b.skipped.is_empty(), "{name}: {:?}", b.skipped);
-        assert!(b.routes.len() >= 15, "{name}");
-        let docker = b.docker.unwrap();
+        assert!(b.host.skipped.is_empty(), "{name}: {:?}", b.host.skipped);
+        assert!(b.host.routes.len() >= 15, "{name}");
+        let docker = b.host.docker.unwrap();
         let milvus = docker.iter().find(|n| n.name == "milvus").unwrap();
         assert_eq!(milvus.bridge, "br-2e7df30ca722");
         assert_eq!(milvus.compose_project.as_deref(), Some("milvus"));
         assert_eq!(milvus.containers.len(), 3);
-        assert!(b.links.iter().any(|l| l.name == "br-2e7df30ca722" && l.is_bridge()));
+        assert!(b.host.links.iter().any(|l| l.name == "br-2e7df30ca722" && l.is_bridge()));
         assert!(b.env.iter().any(|(k, v)| k == "dev" && v == "tun0"));
     }
 }
@@ -69,21 +69,21 @@ fn a_written_bundle_reads_back_to_the_same_facts() {
     .unwrap();
     let dir = std::env::temp_dir().join(format!("vpnfix-bundle-rt-{}", std::process::id()));
     let snap = Snapshot {
-        routes: &src.routes,
-        links: &src.links,
-        addrs: &src.addrs,
-        neighbours: &src.neighbours,
+        routes: &src.host.routes,
+        links: &src.host.links,
+        addrs: &src.host.addrs,
+        neighbours: &src.host.neighbours,
         docker: Some(&docker),
         env: &src.env,
     };
     write(&dir, &snap).unwrap();
     let back = read(&dir).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(back.routes, src.routes);
-    assert_eq!(back.links, src.links);
-    assert_eq!(back.addrs, src.addrs);
-    assert_eq!(back.neighbours, src.neighbours);
-    assert_eq!(back.docker, src.docker);
+    assert_eq!(back.host.routes, src.host.routes);
+    assert_eq!(back.host.links, src.host.links);
+    assert_eq!(back.host.addrs, src.host.addrs);
+    assert_eq!(back.host.neighbours, src.host.neighbours);
+    assert_eq!(back.host.docker, src.host.docker);
     assert_eq!(back.env, src.env);
 }
 
@@ -105,7 +105,7 @@ fn environment_values_with_blanks_or_quotes_are_written_to_read_back() {
 #[test]
 fn a_missing_directory_is_an_empty_bundle_and_bad_json_names_the_file() {
     let b = read(Path::new("/nonexistent/vpnfix-bundle")).unwrap();
-    assert!(b.routes.is_empty() && b.docker.is_none() && b.env.is_empty());
+    assert!(b.host.routes.is_empty() && b.host.docker.is_none() && b.env.is_empty());
     let dir = std::env::temp_dir().join(format!("vpnfix-bundle-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("route.json"), "[{\"dst\": ").unwrap();
@@ -124,9 +124,9 @@ fn route_files_are_read_entry_by_entry() {
         {"dst":"default","gateway":"192.0.2.1","dev":"eth0","flags":[]}]"#;
     let v6 = br#"[{"dst":"fd42::/64","dev":"br-x","metric":256,"flags":[]}]"#;
     let b = from_texts(&[("route.json", v4), ("route6.json", v6)]).unwrap();
-    let routes: Vec<String> = b.routes.iter().map(|r| r.dst.to_string()).collect();
+    let routes: Vec<String> = b.host.routes.iter().map(|r| r.dst.to_string()).collect();
     assert_eq!(routes, ["172.20.0.0/16", "0.0.0.0/0", "fd42::/64"]);
-    let skipped: Vec<String> = b.skipped.iter().map(ToString::to_string).collect();
+    let skipped: Vec<String> = b.host.skipped.iter().map(ToString::to_string).collect();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert!(skipped[0].starts_with("route.json entry 2: dst \"172.20.0.1/16\" is not a prefix"), "{skipped:?}");
     for bad in [&b"{}"[..], b"[1, 2]", b"[] []"] {

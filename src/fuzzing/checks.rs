@@ -126,14 +126,14 @@ pub fn nm_input(h: &HookInput, env: &[(String, String)], args: &[String]) {
 /// A bundle: prefixes without host bits, IPv4 routes first, Docker's bridges named, the
 /// environment's keys clean, every problem reported with a reason.
 pub fn bundle(b: &Bundle, files: &[(&str, &[u8])]) {
-    for r in &b.routes {
+    for r in &b.host.routes {
         assert_eq!(r.dst, r.dst.trunc(), "route {r} has host bits set");
         assert!(r.kind == RouteKind::Unicast || r.dev.is_none(), "reject route {r} has a device");
         assert!(!r.to_string().is_empty());
     }
-    assert!(b.routes.windows(2).all(|w| w[0].dst.addr().is_ipv4() || w[1].dst.addr().is_ipv6()));
-    assert_eq!(b.docker.is_some(), files.iter().any(|(n, _)| *n == "docker.json"));
-    for n in b.docker.iter().flatten() {
+    assert!(b.host.routes.windows(2).all(|w| w[0].dst.addr().is_ipv4() || w[1].dst.addr().is_ipv6()));
+    assert_eq!(b.host.docker.is_some(), files.iter().any(|(n, _)| *n == "docker.json"));
+    for n in b.host.docker.iter().flatten() {
         assert!(!n.bridge.is_empty(), "network {} has no bridge name", n.name);
         assert!(n.ipam.iter().all(|p| p.subnet == p.subnet.trunc()), "network {}: pool with host bits", n.name);
         assert!(n.containers.windows(2).all(|w| w[0].name <= w[1].name), "network {}: containers unsorted", n.name);
@@ -142,7 +142,7 @@ pub fn bundle(b: &Bundle, files: &[(&str, &[u8])]) {
         assert!(k.trim() == k && !k.starts_with('#') && !k.contains('='), "env key {k:?}");
         assert!(!k.contains('\n') && !v.contains('\n'), "env {k:?}={v:?} spans lines");
     }
-    check_skipped(&b.skipped);
+    check_skipped(&b.host.skipped);
 }
 
 /// A plan: sorted, one route per destination, within the cap, each route inside a push and a

@@ -2,7 +2,8 @@
 //! `status`, `suggest` (which writes daemon.json only when asked) and `install`.
 
 use super::{
-    environment, gather_host, load_config, sections_for, select_for, Error, Sections, NO_TUNNEL, REFUSED_HINT,
+    environment, gather_host, gather_raw, load_config, sections_for, select_for, Error, Sections, NO_TUNNEL,
+    REFUSED_HINT,
 };
 use crate::cli::{ExplainArgs, InstallArgs, PlanArgs, SnapshotArgs, StatusArgs, SuggestArgs};
 use crate::config::Overrides;
@@ -61,13 +62,13 @@ pub fn snapshot(args: &SnapshotArgs) -> Result<String, Error> {
     let env = environment();
     let config = load_config(&env, &Overrides::default());
     let hook_env: Vec<(String, String)> = env.iter().filter(|(k, _)| is_hook_variable(k)).cloned().collect();
-    let host = gather_host(&Kernel::connect()?, &config)?;
+    let (host, raw) = gather_raw(&Kernel::connect()?, &config)?;
     let snap = bundle::Snapshot {
         routes: &host.routes,
         links: &host.links,
         addrs: &host.addrs,
         neighbours: &host.neighbours,
-        docker: host.raw.as_deref(),
+        docker: raw.as_deref(),
         env: &hook_env,
     };
     bundle::write(&args.dir, &snap)?;
@@ -211,8 +212,7 @@ pub fn status(args: &StatusArgs) -> Result<String, Error> {
     }
     let (statuses, unmanaged) = {
         let host = gather_host(&Kernel::connect()?, &config)?;
-        let facts = host.facts(HookInput::default());
-        let out: Vec<_> = records.iter().map(|s| crate::status::status(s, &facts, &config)).collect();
+        let out: Vec<_> = records.iter().map(|s| crate::status::status(s, &host, &config)).collect();
         // VPN devices that are up with no record: a VPN whose hook is not set up (or not yet
         // run), with what vpnfix would add for the routes the kernel has through it.
         let unmanaged: Vec<(String, usize)> = discover::tunnels(&host.links, &host.addrs, &host.routes, config.proto)

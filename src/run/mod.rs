@@ -17,7 +17,7 @@ use crate::config::{parse_kv_lines, Config, Overrides, CONF_FILE, CONF_FILE_VAR}
 use crate::docker;
 use crate::hook::{self, discover, openvpn::HookError, HookInput};
 use crate::kernel::{Kernel, KernelError};
-use crate::net::{Addr, DockerNetwork, Facts, Link, Neighbour, Push, Route, Skipped};
+use crate::net::{Facts, Host, Push};
 use crate::state::StateError;
 use log::{debug, warn};
 
@@ -139,59 +139,14 @@ fn route_flags(sel: &Selection) -> Vec<Push> {
     sel.routes.iter().map(|r| Push { dst: r.trunc(), gateway: None, metric: None, origin: "--route".into() }).collect()
 }
 
-/// What the host has, gathered once (live or from a bundle); facts for any tunnel are made
-/// from it.
-#[derive(Clone)]
-struct Host {
-    routes: Vec<Route>,
-    links: Vec<Link>,
-    addrs: Vec<Addr>,
-    neighbours: Vec<Neighbour>,
-    networks: Option<Vec<DockerNetwork>>,
-    /// The engines' own descriptions, for `snapshot`.
-    raw: Option<Vec<docker::EngineNetwork>>,
-    skipped: Vec<Skipped>,
-}
-
-impl Host {
-    /// The planner's facts for one tunnel and its pushes, the host's tables moved in.
-    fn into_facts(self, input: HookInput) -> Facts {
-        let mut skipped = self.skipped;
-        skipped.extend(input.skipped);
-        Facts::new(
-            input.tunnel,
-            input.pushes,
-            self.routes,
-            self.links,
-            self.addrs,
-            self.neighbours,
-            self.networks,
-            skipped,
-        )
-    }
-
-    /// The same, the host's tables copied.
-    fn facts(&self, input: HookInput) -> Facts {
-        self.clone().into_facts(input)
-    }
-
-    fn from_bundle(b: bundle::Bundle) -> (Host, Vec<(String, String)>) {
-        let host = Host {
-            routes: b.routes,
-            links: b.links,
-            addrs: b.addrs,
-            neighbours: b.neighbours,
-            networks: b.docker,
-            raw: None,
-            skipped: b.skipped,
-        };
-        (host, b.env)
-    }
-}
-
 /// The kernel's tables and the engines' networks (kernel facts alone, with one warning, when no
 /// engine can be asked).
 fn gather_host(k: &Kernel, config: &Config) -> Result<Host, Error> {
+    Ok(gather_raw(k, config)?.0)
+}
+
+/// The same, with the engines' own descriptions (what `snapshot` writes as docker.json).
+fn gather_raw(k: &Kernel, config: &Config) -> Result<(Host, Option<Vec<docker::EngineNetwork>>), Error> {
     let hosts = docker::engine_hosts(config.docker_host.as_deref(), |p| p.exists());
     // The engines are asked on a thread of their own (bollard needs tokio, nothing else here
     // does) while this one reads the kernel's tables, a dump at a time (one netlink socket runs
@@ -209,8 +164,8 @@ fn gather_host(k: &Kernel, config: &Config) -> Result<Host, Error> {
     let (routes, links, addrs, neighbours) = tables?;
     let mut skipped = Vec::new();
     let raw = engine_networks(any, answers);
-    let networks = raw.as_ref().map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut skipped)).collect());
-    Ok(Host { routes, links, addrs, neighbours, networks, raw, skipped })
+    let docker = raw.as_ref().map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut skipped)).collect());
+    Ok((Host { routes, links, addrs, neighbours, docker, skipped }, raw))
 }
 
 /// Facts of this host for one hook input.
@@ -295,7 +250,7 @@ fn select(host: Host, env: &[(String, String)], sel: &Selection, config: Config)
 /// The selection for a bundle (`--from DIR`) or, without one, for this host.
 fn select_for(from: Option<&std::path::Path>, sel: &Selection, env: &[(String, String)]) -> Result<Selected, Error> {
     if let Some(dir) = from {
-        let (mut host, benv) = Host::from_bundle(bundle::read(dir)?);
+        let bundle::Bundle { mut host, env: benv } = bundle::read(dir)?;
         let (config, config_skipped) = Config::from_layers([benv.as_slice()]);
         host.skipped.splice(0..0, config_skipped);
         return select(host, &benv, sel, config.overridden(&sel.overrides()));
