@@ -232,8 +232,17 @@ fn the_kernel_refusing_gives_one_clear_line_and_the_right_status() {
 #[ignore = "needs root"]
 fn everything_but_route_changes_works_unprivileged() {
     require_root("unprivileged_offline");
-    let root = env!("CARGO_MANIFEST_DIR");
-    let bundle = format!("{root}/tests/fixtures/bundles/seed-openvpn26");
+    // The bundle and the binary, copied where the unprivileged user can reach them: the
+    // checkout may sit in a directory only root may enter.
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bundles/seed-openvpn26");
+    let copy = common::TempDir::new("bundle");
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), copy.path().join(f.file_name())).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = copy.path().display().to_string();
     let runs = [
         vec!["plan", "--from", &bundle],
         vec!["explain", "--from", &bundle, "172.20.0.2"],
@@ -268,6 +277,8 @@ fn cap_net_admin_alone_is_enough_to_connect_and_disconnect() {
         e.push(("VPNFIX_STATE_DIR".into(), dir.clone()));
         e
     };
+    let bin = TempDir::new("bin");
+    let bin = common::vpnfix_copy(bin.path());
     let as_nobody_with_cap = |e: &[(String, String)], args: &[&str]| {
         let mut c = ns.cmd("setpriv");
         c.args([
@@ -277,7 +288,8 @@ fn cap_net_admin_alone_is_enough_to_connect_and_disconnect() {
             "--inh-caps=+net_admin",
             "--ambient-caps=+net_admin",
         ]);
-        c.arg("env").arg("-i").args(e.iter().map(|(k, v)| format!("{k}={v}"))).arg(common::vpnfix_bin()).args(args);
+        let e = common::own_config_and_syslog(e);
+        c.arg("env").arg("-i").args(e.iter().map(|(k, v)| format!("{k}={v}"))).arg(&bin).args(args);
         c.output().unwrap()
     };
     let up = as_nobody_with_cap(&e, &[]);

@@ -321,16 +321,13 @@ fn eperm_child() {
     }
     let nobody = nix::unistd::Uid::from_raw(65534);
     nix::unistd::setresuid(nobody, nobody, nobody).expect("drop root");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let k = Kernel::connect().expect("netlink connects without privileges");
-        let routes = k.routes().expect("dumps need no privileges");
-        assert!(!find(&routes, "172.20.0.0/16").is_empty(), "not in the test namespace");
-        let r = spec("172.20.1.0/24", "tun0", None, PROTO);
-        let e = k.add(&r).expect_err("add needs CAP_NET_ADMIN");
-        assert!(e.is_permission(), "{e:?}");
-        assert_eq!(e.to_string(), "cannot add 172.20.1.0/24 dev tun0 proto 86");
-        let e = k.delete(&r).expect_err("delete needs CAP_NET_ADMIN");
-        assert!(e.is_permission() && !e.is_no_device(), "{e:?}");
-    });
+    let k = Kernel::connect().expect("netlink connects without privileges");
+    let routes = k.routes().expect("dumps need no privileges");
+    assert!(!find(&routes, "172.20.0.0/16").is_empty(), "not in the test namespace");
+    let r = spec("172.20.1.0/24", "tun0", None, PROTO);
+    let e = k.add(&r).expect_err("add needs CAP_NET_ADMIN");
+    assert!(e.is_permission(), "{e:?}");
+    assert_eq!(e.to_string(), "cannot add 172.20.1.0/24 dev tun0 proto 86");
+    let e = k.delete(&r).expect_err("delete needs CAP_NET_ADMIN");
+    assert!(e.is_permission() && !e.is_no_device(), "{e:?}");
 }
