@@ -25,34 +25,32 @@ pub fn apply(sel: &Selection) -> Result<String, Error> {
 pub fn cleanup(args: &CleanupArgs) -> Result<String, Error> {
     let env = environment();
     let config = load_config(&env, &Overrides::default());
-    {
-        let k = Kernel::connect()?;
-        let mut failed = 0;
-        // `--all` needs no state: every route with vpnfix's protocol number goes.
-        if args.all {
-            failed += report_removed(apply::sweep_all(&k, config.proto)?);
-        }
-        let dir = match StateDir::open(&config.state_dir) {
-            Ok(dir) => dir,
-            Err(e) if args.all => {
-                warn!("{}; the routes are gone, the state files stay", chain(&e));
-                return Ok(String::new());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let tunnels = match &args.dev {
-            Some(d) => vec![d.clone()],
-            None => dir.tunnels()?,
-        };
-        for t in tunnels {
-            let _lock = dir.lock(&t)?;
-            failed += report_removed(apply::remove(&k, &dir, &t)?);
-        }
-        if failed > 0 {
-            return Err(Error::Partial(failed));
-        }
-        Ok(String::new())
+    let k = Kernel::connect()?;
+    let mut failed = 0;
+    // `--all` needs no state: every route with vpnfix's protocol number goes.
+    if args.all {
+        failed += report_removed(apply::sweep_all(&k, config.proto)?);
     }
+    let dir = match StateDir::open(&config.state_dir) {
+        Ok(dir) => dir,
+        Err(e) if args.all => {
+            warn!("{}; the routes are gone, the state files stay", chain(&e));
+            return Ok(String::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let tunnels = match &args.dev {
+        Some(d) => vec![d.clone()],
+        None => dir.tunnels()?,
+    };
+    for t in tunnels {
+        let _lock = dir.lock(&t)?;
+        failed += report_removed(apply::remove(&k, &dir, &t)?);
+    }
+    if failed > 0 {
+        return Err(Error::Partial(failed));
+    }
+    Ok(String::new())
 }
 
 fn report_removed(r: apply::Removed) -> usize {
@@ -67,32 +65,30 @@ fn report_removed(r: apply::Removed) -> usize {
 /// summary.
 fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
     let dev = input.tunnel.dev.clone();
-    {
-        let k = Kernel::connect()?;
-        if config.dry_run {
-            let g = gather(&k, config, input)?;
-            let p = plan::plan(&g, config);
-            return Ok(report::plan_text(&g, &p));
-        }
-        let dir = StateDir::open(&config.state_dir)?;
-        let _lock = dir.lock(&dev)?;
+    let k = Kernel::connect()?;
+    if config.dry_run {
         let g = gather(&k, config, input)?;
-        if !g.links.iter().any(|l| l.name == dev) {
-            return Err(Error::NoTunnel(dev.clone()));
-        }
         let p = plan::plan(&g, config);
-        for s in &p.skipped {
-            warn!("{s}");
-        }
-        for n in &p.notes {
-            info!("{n}");
-        }
-        let done = apply::reconcile(&k, &dir, &p, &g.pushes, &g.routes, &g.links, config.proto)?;
-        Ok(format!(
-            "{dev}: {} route(s) added, {} already there, {} removed, {} blocked by foreign routes, {} not verified",
-            done.added, done.present, done.removed, done.blocked, done.unverified
-        ))
+        return Ok(report::plan_text(&g, &p));
     }
+    let dir = StateDir::open(&config.state_dir)?;
+    let _lock = dir.lock(&dev)?;
+    let g = gather(&k, config, input)?;
+    if !g.links.iter().any(|l| l.name == dev) {
+        return Err(Error::NoTunnel(dev.clone()));
+    }
+    let p = plan::plan(&g, config);
+    for s in &p.skipped {
+        warn!("{s}");
+    }
+    for n in &p.notes {
+        info!("{n}");
+    }
+    let done = apply::reconcile(&k, &dir, &p, &g.pushes, &g.routes, &g.links, config.proto)?;
+    Ok(format!(
+        "{dev}: {} route(s) added, {} already there, {} removed, {} blocked by foreign routes, {} not verified",
+        done.added, done.present, done.removed, done.blocked, done.unverified
+    ))
 }
 
 /// Whether this process may change routes: CAP_NET_ADMIN (bit 12) in its effective set, as
@@ -112,23 +108,21 @@ fn disconnect(config: &Config, dev: &str) -> Result<(), Error> {
         );
         return Ok(());
     }
-    {
-        let k = Kernel::connect()?;
-        let dir = StateDir::open(&config.state_dir)?;
-        let _lock = dir.lock(dev)?;
-        match apply::remove(&k, &dir, dev) {
-            Ok(r) => match report_removed(r) {
-                0 => Ok(()),
-                n => Err(Error::Partial(n)),
-            },
-            Err(ApplyError::State(e @ StateError::Corrupt { .. })) => {
-                warn!("{}", chain(&e));
-                report_removed(apply::sweep(&k, &dir, dev, config.proto)?);
-                dir.remove(dev)?;
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
+    let k = Kernel::connect()?;
+    let dir = StateDir::open(&config.state_dir)?;
+    let _lock = dir.lock(dev)?;
+    match apply::remove(&k, &dir, dev) {
+        Ok(r) => match report_removed(r) {
+            0 => Ok(()),
+            n => Err(Error::Partial(n)),
+        },
+        Err(ApplyError::State(e @ StateError::Corrupt { .. })) => {
+            warn!("{}", chain(&e));
+            report_removed(apply::sweep(&k, &dir, dev, config.proto)?);
+            dir.remove(dev)?;
+            Ok(())
         }
+        Err(e) => Err(e.into()),
     }
 }
 
