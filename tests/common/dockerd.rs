@@ -197,24 +197,7 @@ impl Dockerd {
     /// Processes still naming our directory (its containerd, shims after a crash): killed by pid.
     fn kill_leftovers(&self) {
         let marker = self.dir.display().to_string();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.parse::<u32>().is_err() || name == std::process::id().to_string() {
-                continue;
-            }
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&marker) {
-                let _ = Command::new("kill").args(["-KILL", &name]).status();
-            }
-        }
-    }
-
-    /// Mount points at or below our directory, deepest first (from /proc/self/mountinfo).
-    fn mounts_below(&self) -> Vec<String> {
-        super::mounts_below(&self.dir)
+        super::kill_where(|p| super::cmdline_names(p, &marker));
     }
 }
 
@@ -222,10 +205,7 @@ impl Drop for Dockerd {
     fn drop(&mut self) {
         self.stop();
         self.kill_leftovers();
-        for m in self.mounts_below() {
-            let _ = Command::new("umount").arg("-l").arg(&m).status();
-        }
-        let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(&self.dir).status();
+        super::remove_private_dir(&self.dir);
         if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
             for c in ctrls.flatten() {
                 rmdir_tree(&c.path().join(&self.tag));

@@ -71,6 +71,33 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Kills (SIGKILL, by pid) every process but this one whose `/proc/PID` directory `matches`:
+/// what a drop guard leaves of the engines it started.
+pub fn kill_where(matches: impl Fn(&Path) -> bool) {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_ok() && name != me && matches(&e.path()) {
+            let _ = Command::new("kill").args(["-KILL", &name]).status();
+        }
+    }
+}
+
+/// Whether the process of `/proc/PID` names `marker` on its command line.
+pub fn cmdline_names(proc: &Path, marker: &str) -> bool {
+    String::from_utf8_lossy(&std::fs::read(proc.join("cmdline")).unwrap_or_default()).contains(marker)
+}
+
+/// Unmounts whatever is mounted at or below `dir`, then removes it without crossing into
+/// another file system.
+pub fn remove_private_dir(dir: &Path) {
+    for m in mounts_below(dir) {
+        let _ = Command::new("umount").arg("-l").arg(&m).status();
+    }
+    let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(dir).status();
+}
+
 /// What every run of vpnfix in a test gets unless the test sets it itself: a configuration file
 /// of its own (which does not exist) instead of the machine's /etc/vpnfix.conf, and no syslog
 /// instead of the machine's /dev/log.

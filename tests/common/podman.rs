@@ -409,25 +409,10 @@ impl Podman {
     /// Processes naming our directory or living in our mount namespace: killed by pid.
     fn kill_leftovers(&self) {
         let marker = self.dir.display().to_string();
-        let me = std::process::id().to_string();
-        let Ok(entries) = std::fs::read_dir("/proc") else { return };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.parse::<u32>().is_err() || name == me {
-                continue;
-            }
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let mnt = std::fs::read_link(e.path().join("ns/mnt")).map(|l| l.display().to_string()).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&marker) || (!self.mnt_ns.is_empty() && mnt == self.mnt_ns) {
-                let _ = Command::new("kill").args(["-KILL", &name]).status();
-            }
-        }
-    }
-
-    /// Mount points at or below our directory as the machine sees them (there should be
-    /// none: every mount was made in the private mount namespace), deepest first.
-    fn mounts_below(&self) -> Vec<String> {
-        super::mounts_below(&self.dir)
+        let ns = |p: &std::path::Path| std::fs::read_link(p.join("ns/mnt")).map(|l| l.display().to_string());
+        super::kill_where(|p| {
+            super::cmdline_names(p, &marker) || (!self.mnt_ns.is_empty() && ns(p).ok().as_ref() == Some(&self.mnt_ns))
+        });
     }
 }
 
@@ -435,10 +420,7 @@ impl Drop for Podman {
     fn drop(&mut self) {
         self.stop();
         self.kill_leftovers();
-        for m in self.mounts_below() {
-            let _ = Command::new("umount").arg("-l").arg(&m).status();
-        }
-        let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(&self.dir).status();
+        super::remove_private_dir(&self.dir);
     }
 }
 
