@@ -80,6 +80,16 @@ pub enum ApplyError {
     },
 }
 
+/// What the record keeps of what the VPN said: the pushes (so `status` can plan again once
+/// the hook's environment is gone) and the connection's identity (so a disconnect that names
+/// no tunnel finds the record).
+pub struct Vpn<'a> {
+    /// The pushed routes.
+    pub pushes: &'a [Push],
+    /// NetworkManager's connection UUID, if the VPN came from there.
+    pub connection: Option<&'a str>,
+}
+
 /// What a connect did.
 #[derive(Debug, Default)]
 pub struct Installed {
@@ -106,7 +116,7 @@ pub fn reconcile<K: Netlink>(
     k: &K,
     dir: &StateDir,
     plan: &Plan,
-    pushes: &[Push],
+    vpn: &Vpn,
     table: &[Route],
     links: &[Link],
     proto: u8,
@@ -118,7 +128,13 @@ pub fn reconcile<K: Netlink>(
     let changes = reconcile::diff(&reconcile::own_routes(table, proto), &wanted, &mine, &claims(dir, tunnel, links)?);
     let status_of = |r: &RouteSpec| old.iter().find(|e| e.route == *r).map_or(Status::Present, |e| e.status);
     let entry = |route: &RouteSpec, status| Entry { route: route.clone(), status };
-    let mut state = State { version: VERSION, tunnel: tunnel.to_string(), pushes: pushes.to_vec(), routes: Vec::new() };
+    let mut state = State {
+        version: VERSION,
+        tunnel: tunnel.to_string(),
+        pushes: vpn.pushes.to_vec(),
+        routes: Vec::new(),
+        connection: vpn.connection.map(str::to_string),
+    };
     state.routes.extend(changes.keep.iter().map(|r| entry(r, status_of(r))));
     state.routes.extend(changes.add.iter().map(|i| entry(&wanted[*i], Status::Pending)));
     // Routes about to go stay recorded until they are gone: a crash in between leaves them

@@ -98,6 +98,9 @@ pub struct State {
     /// environment is gone, as on NetworkManager's `vpn-down`).
     #[serde(default)]
     pub pushes: Vec<crate::net::Push>,
+    /// The VPN connection's identity, where its source gives one (NetworkManager's UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
 }
 
 impl State {
@@ -234,6 +237,18 @@ impl StateDir {
         }
     }
 
+    /// The tunnel whose record belongs to VPN connection `uuid`, if one does.
+    pub fn tunnel_of(&self, uuid: &str) -> Result<Option<String>, StateError> {
+        for t in self.tunnels()? {
+            if let Ok(Some(s)) = self.read(&t) {
+                if s.connection.as_deref() == Some(uuid) {
+                    return Ok(Some(t));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The tunnels that have a state file.
     pub fn tunnels(&self) -> Result<Vec<String>, StateError> {
         let rd = fs::read_dir(&self.path).map_err(|source| StateError::Io {
@@ -273,10 +288,13 @@ mod tests {
             tunnel: "tun0".into(),
             routes: vec![Entry { route: spec("172.20.1.0/24"), status: Status::Pending }],
             pushes: vec![],
+            connection: Some("6f0e3a56-0000-4000-8000-00000000a002".into()),
         };
         dir.write(&s).unwrap();
         assert_eq!(dir.read("tun0").unwrap(), Some(s));
         assert_eq!(dir.tunnels().unwrap(), ["tun0"]);
+        assert_eq!(dir.tunnel_of("6f0e3a56-0000-4000-8000-00000000a002").unwrap().as_deref(), Some("tun0"));
+        assert_eq!(dir.tunnel_of("other").unwrap(), None);
         dir.remove("tun0").unwrap();
         assert_eq!(dir.read("tun0").unwrap(), None);
         fs::remove_dir_all(&path).unwrap();

@@ -103,3 +103,39 @@ fn vpn_down_alone_cleans_up_from_the_state() {
     dispatch(&ns, "vpn-down", &state, false);
     assert_eq!(ns.table(), before);
 }
+
+/// The VPN dies under NetworkManager (openvpn killed, server gone): its tunnel goes with the
+/// routes on it, no `vpn-pre-down` comes, and `vpn-down` names the *parent* device and carries
+/// no `VPN_*` at all (../shared/fixtures/networkmanager-1.42/vpn-down-after-openvpn-died.env).
+/// The record is found by the connection's UUID and the bridge-side route removed.
+#[test]
+#[ignore = "needs root"]
+fn vpn_down_after_the_vpn_died_finds_the_record_by_connection() {
+    require_root("nm vpn_down_after_the_vpn_died");
+    let ns = laptop(Pushed::Absent);
+    let state = TempDir::new("nm-died");
+    // A container at 172.20.2.10 and a pushed 172.20.2.0/24: the push wins by length, so the
+    // container's address needs a route of vpnfix's on the bridge.
+    ns.ip(&["neigh", "add", "172.20.2.10", "lladdr", "02:42:ac:14:02:0a", "dev", "br-test", "nud", "permanent"]);
+    let before = ns.table();
+    ns.ip(&["route", "add", "172.20.2.0/24", "via", "10.0.1.66", "dev", "tun0", "metric", "50"]);
+    let mut up = nm_env("vpn-up", &state, false);
+    up.retain(|(k, _)| k != "VPN_IP4_NUM_ROUTES");
+    up.extend(env(&[("VPN_IP4_ROUTE_0", "172.20.2.0/24 10.0.1.66 50"), ("VPN_IP4_NUM_ROUTES", "1")]));
+    let out = ns.vpnfix(&up, &["tun0", "vpn-up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ns.route_get("172.20.2.10"), "br-test", "{}", stderr(&out));
+    assert!(ns.ip(&["route", "show", "proto", "86"]).contains("172.20.2.10 dev br-test"));
+    // OpenVPN dies: tun0 and its routes go; NetworkManager then runs vpn-down on the parent.
+    ns.ip(&["link", "del", "tun0"]);
+    let mut down = nm_env("vpn-down", &state, false);
+    down.retain(|(k, _)| !k.starts_with("VPN_"));
+    let out = ns.vpnfix(&down, &["eth0", "vpn-down"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("connection 6f1f3c7e-2b7a-4d0c-9a5e-0c1d2e3f4a5b was tun0's"), "{}", stderr(&out));
+    assert_eq!(ns.ip(&["route", "show", "proto", "86"]), "", "the bridge-side route is gone");
+    assert!(!state.path().join("state/tun0.json").exists(), "and the record with it");
+    let now = ns.table();
+    assert!(!now.contains("172.20.2.10"), "{now}");
+    assert!(before.contains("br-test") && !before.contains("\"proto\":\"86\""));
+}

@@ -32,6 +32,10 @@ pub struct HookInput {
     pub skipped: Vec<Skipped>,
     /// Whether the VPN redirected the default gateway (`redirect_gateway`, route-up and later).
     pub redirect_gateway: Option<bool>,
+    /// The VPN connection's identity where the source gives one (NetworkManager's
+    /// `CONNECTION_UUID`): kept in the record, so a disconnect that names no tunnel (the VPN
+    /// died) still finds it.
+    pub connection: Option<String>,
 }
 
 /// The OpenVPN hook names vpnfix also takes as a first argument (for the down-root plugin, which

@@ -52,7 +52,15 @@ where
     let mut skipped = Vec::new();
     let mut pushes = routes(&env, "VPN_IP4", &mut skipped);
     pushes.extend(routes(&env, "VPN_IP6", &mut skipped));
+    let connection = env.get("CONNECTION_UUID").filter(|u| !u.is_empty()).and_then(|u| match valid_uuid(u) {
+        true => Some(u.clone()),
+        false => {
+            skipped.push(Skipped::new(format!("CONNECTION_UUID={u:?}"), "not a UUID; ignored"));
+            None
+        }
+    });
     Ok(HookInput {
+        connection,
         event: action.as_deref().and_then(event_of),
         script_type: action,
         tunnel: tunnel(&env, dev),
@@ -60,6 +68,12 @@ where
         skipped,
         redirect_gateway: None,
     })
+}
+
+/// A connection UUID as NetworkManager writes it: hex digits and dashes, at most 64 of them (it
+/// names the record a disconnect looks for, so nothing else gets through).
+fn valid_uuid(u: &str) -> bool {
+    !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 fn tunnel(env: &HashMap<String, String>, dev: &str) -> Tunnel {
@@ -184,6 +198,20 @@ mod tests {
             ]
         );
         assert!(h.skipped.is_empty(), "{:?}", h.skipped);
+    }
+
+    #[test]
+    fn the_connection_uuid_is_kept_and_anything_else_there_refused() {
+        let with = |u: &str| {
+            let mut e = vpn_up();
+            e.push(("CONNECTION_UUID".into(), u.into()));
+            parse(e, &args(&["tun0", "vpn-up"])).unwrap()
+        };
+        let ok = with("6f0e3a56-0000-4000-8000-00000000a002");
+        assert_eq!(ok.connection.as_deref(), Some("6f0e3a56-0000-4000-8000-00000000a002"));
+        let bad = with("../../etc/x");
+        assert_eq!(bad.connection, None);
+        assert!(bad.skipped.iter().any(|s| s.subject.starts_with("CONNECTION_UUID=")), "{:?}", bad.skipped);
     }
 
     #[test]

@@ -60,6 +60,7 @@ where
         pushes,
         skipped,
         redirect_gateway: env.get("redirect_gateway").map(|v| v == "1"),
+        connection: None,
     })
 }
 

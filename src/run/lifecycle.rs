@@ -65,6 +65,7 @@ fn report_removed(r: apply::Removed) -> usize {
 /// summary.
 fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
     let dev = input.tunnel.dev.clone();
+    let connection = input.connection.clone();
     let k = Kernel::connect()?;
     if config.dry_run {
         let g = gather(&k, config, input)?;
@@ -84,7 +85,8 @@ fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
     for n in &p.notes {
         info!("{n}");
     }
-    let done = apply::reconcile(&k, &dir, &p, &g.pushes, &g.routes, &g.links, config.proto)?;
+    let vpn = apply::Vpn { pushes: &g.pushes, connection: connection.as_deref() };
+    let done = apply::reconcile(&k, &dir, &p, &vpn, &g.routes, &g.links, config.proto)?;
     Ok(format!(
         "{dev}: {} route(s) added, {} already there, {} removed, {} blocked by foreign routes, {} not verified",
         done.added, done.present, done.removed, done.blocked, done.unverified
@@ -99,8 +101,11 @@ fn may_change_routes() -> bool {
     eff.and_then(|hex| u64::from_str_radix(hex, 16).ok()).is_some_and(|caps| caps & (1 << 12) != 0)
 }
 
-/// Undoes a tunnel's routes; without the privilege to, says once what happens instead.
-fn disconnect(config: &Config, dev: &str) -> Result<(), Error> {
+/// Undoes a tunnel's routes; without the privilege to, says once what happens instead. A
+/// disconnect that names no tunnel with a record (NetworkManager's `vpn-down` after the VPN
+/// died names the parent device) finds the record by the connection's identity.
+fn disconnect(config: &Config, input: &HookInput) -> Result<(), Error> {
+    let dev = input.tunnel.dev.as_str();
     if !may_change_routes() {
         warn!(
             "running unprivileged (OpenVPN `user`/`group`?): cannot remove routes; the tunnel's routes die with {dev}, \
@@ -110,6 +115,17 @@ fn disconnect(config: &Config, dev: &str) -> Result<(), Error> {
     }
     let k = Kernel::connect()?;
     let dir = StateDir::open(&config.state_dir)?;
+    let owner = match (dir.tunnels()?.iter().any(|t| t == dev), input.connection.as_deref()) {
+        (false, Some(uuid)) => dir.tunnel_of(uuid)?,
+        _ => None,
+    };
+    if let Some(t) = &owner {
+        info!(
+            "{dev} is not a tunnel with a record; connection {} was {t}'s: removing its routes",
+            input.connection.as_deref().unwrap_or_default()
+        );
+    }
+    let dev = owner.as_deref().unwrap_or(dev);
     let _lock = dir.lock(dev)?;
     match apply::remove(&k, &dir, dev) {
         Ok(r) => match report_removed(r) {
@@ -166,7 +182,7 @@ fn run_event(config: &Config, input: HookInput) -> Result<(), Error> {
             debug!("{summary}");
             Ok(())
         }
-        Some(Event::Disconnect) => disconnect(config, &input.tunnel.dev),
+        Some(Event::Disconnect) => disconnect(config, &input),
         None => {
             debug!("nothing to do for script_type {:?}", input.script_type);
             Ok(())
