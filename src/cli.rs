@@ -52,6 +52,11 @@ pub enum Command {
         after_help = "Examples:\n  sudo vpnfix install\n  vpnfix install --dry-run\n  sudo vpnfix install --uninstall"
     )]
     Install(InstallArgs),
+    /// Keep the rule true while the tunnel is up: reconcile with its recorded pushes whenever the
+    /// kernel's links, neighbours or routes change, and remove every recorded route when the
+    /// tunnel goes (needs root; one watcher per tunnel).
+    #[command(after_help = "Example:\n  sudo vpnfix watch --dev tun0   (after a connect recorded tun0)")]
+    Watch(WatchArgs),
     /// Propose the permanent fix: a free subnet for each local network a VPN route collides
     /// with, the compose `networks:` blocks, and a daemon.json whose address pools avoid the VPN.
     #[command(
@@ -84,6 +89,14 @@ pub struct SuggestArgs {
     /// What to suggest for.
     #[command(flatten)]
     pub select: Selection,
+}
+
+/// `vpnfix watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The tunnel to keep watch over (it must have a record: connect first).
+    #[arg(long, value_name = "DEV", value_parser = ifname)]
+    pub dev: String,
 }
 
 /// `vpnfix explain`.
@@ -133,7 +146,7 @@ pub struct InstallArgs {
 
 /// The subcommand names, for telling manual use from hook invocations.
 pub const COMMANDS: &[&str] =
-    &["plan", "apply", "cleanup", "snapshot", "status", "explain", "suggest", "install", "help"];
+    &["plan", "apply", "cleanup", "snapshot", "status", "explain", "suggest", "install", "watch", "help"];
 
 /// `vpnfix cleanup`.
 #[derive(Debug, Args)]

@@ -304,6 +304,36 @@ impl Kernel {
     }
 }
 
+/// `RTM_DELLINK` (`rtnetlink.h`).
+const RTM_DELLINK: u16 = 17;
+
+/// What the kernel said changed, for the watcher.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Devices deleted (their names).
+    pub links_gone: Vec<String>,
+    /// Whether anything at all was said (or notifications were lost: read everything again).
+    pub any: bool,
+}
+
+/// The kernel's link, neighbour and route notifications.
+pub struct Notifications(wire::Events);
+
+impl Notifications {
+    /// Subscribes in the calling thread's network namespace.
+    pub fn open() -> Result<Notifications, KernelError> {
+        wire::Events::open().map(Notifications).map_err(KernelError::Connect)
+    }
+
+    /// Waits for the next notifications, at most `limit` (`None`: until some come).
+    pub fn wait(&mut self, limit: Option<std::time::Duration>) -> Result<Changed, KernelError> {
+        let msgs = self.0.next(limit).map_err(|e| KernelError::Socket(WireError::Io(e)))?;
+        let Some(msgs) = msgs else { return Ok(Changed { links_gone: Vec::new(), any: true }) };
+        let links_gone = msgs.iter().filter(|m| m.kind == RTM_DELLINK).filter_map(|m| link(&m.body)).map(|l| l.name);
+        Ok(Changed { links_gone: links_gone.collect(), any: !msgs.is_empty() })
+    }
+}
+
 /// `RTM_NEWRULE` (`rtnetlink.h`).
 const RTM_NEWRULE: u16 = 32;
 

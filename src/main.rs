@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => run::explain(args),
         Command::Install(args) => run::install(args),
         Command::Suggest(args) => run::suggest(args),
+        Command::Watch(args) => run::watch(args),
     };
     match result {
         Ok(out) => {

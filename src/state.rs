@@ -237,6 +237,25 @@ impl StateDir {
         }
     }
 
+    /// The lock a tunnel's watcher holds for its life (`TUNNEL.watch`); `None` when another
+    /// process holds it: at most one watcher per tunnel.
+    pub fn watch_lock(&self, tunnel: &str) -> Result<Option<Flock<File>>, StateError> {
+        let path = self.file(tunnel, "watch");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|source| StateError::Io { what: "open", path: path.clone(), source })?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(l)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(StateError::Io { what: "lock", path, source: e.into() }),
+        }
+    }
+
     /// The tunnel whose record belongs to VPN connection `uuid`, if one does.
     pub fn tunnel_of(&self, uuid: &str) -> Result<Option<String>, StateError> {
         for t in self.tunnels()? {

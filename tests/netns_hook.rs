@@ -347,3 +347,64 @@ fn verification_follows_policy_rules() {
     let out = ns.vpnfix(&hook_env("down", &state), &DOWN_ARGS);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `vpnfix watch` keeps the rule while the tunnel is up: a container appearing after connect
+/// (here a neighbour on the bridge) gets its block on the bridge, a route of vpnfix's deleted by
+/// hand comes back, and when the tunnel goes every recorded route goes with it and the watch
+/// ends by itself.
+#[test]
+#[ignore = "needs root"]
+fn the_watcher_follows_the_host_and_ends_with_the_tunnel() {
+    require_root("the_watcher_follows_the_host");
+    let ns = laptop(Pushed::Prepended);
+    let state = TempDir::new("watch");
+    connect_and_check(&ns, &state, Pushed::Prepended);
+    let log = state.path().join("watch.log");
+    let mut e = common::own_config_and_syslog(&hook_env("", &state));
+    e.retain(|(k, _)| k != "script_type");
+    let mut watcher = Watcher(
+        ns.cmd("env")
+            .arg("-i")
+            .args(e.iter().map(|(k, v)| format!("{k}={v}")))
+            .arg(common::vpnfix_bin())
+            .args(["watch", "--dev", "tun0"])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(until(|| said().contains("watching tun0")), "{}", said());
+    ns.ip(&["neigh", "add", "172.20.9.9", "lladdr", "02:42:ac:14:09:09", "dev", "br-test", "nud", "permanent"]);
+    assert!(until(|| ns.route_get("172.20.9.9") == "br-test"), "the new container is not kept: {}", said());
+    assert_eq!(ns.route_get("172.20.8.1"), "tun0");
+    ns.ip(&["route", "del", "172.20.1.0/24", "dev", "tun0", "proto", "86"]);
+    assert!(until(|| own_routes(&ns).iter().any(|r| r.starts_with("172.20.1.0/24 dev tun0"))), "{}", said());
+    // The tunnel goes (OpenVPN killed): the bridge-side routes go too, and the watch ends.
+    ns.ip(&["link", "del", "tun0"]);
+    assert!(until(|| watcher.0.try_wait().unwrap().is_some()), "the watch did not end: {}", said());
+    assert!(own_routes(&ns).is_empty(), "{:#?}\n{}", own_routes(&ns), said());
+    assert!(!state.path().join("state/tun0.json").exists());
+    assert!(said().contains("tun0 is gone"), "{}", said());
+}
+
+/// Kills the watcher if a test fails before it ends by itself.
+struct Watcher(std::process::Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `f` holds within 5 seconds (asked every 20 ms).
+fn until(mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f()
+}

@@ -261,3 +261,47 @@ fn answer(msg: &[u8], kind: u16) -> Result<Answer, WireError> {
         Err(_) => Err(WireError::Unexpected("an error message cut short")),
     }
 }
+
+/// `RTMGRP_LINK`, `RTMGRP_NEIGH`, `RTMGRP_IPV4_ROUTE`, `RTMGRP_IPV6_ROUTE` (`rtnetlink.h`).
+const GROUPS: u32 = 0x1 | 0x4 | 0x40 | 0x400;
+
+/// The kernel's notifications of link, neighbour and route changes, for the watcher: a socket
+/// in the rtnetlink multicast groups, read with a time limit (no polling: `recv` sleeps).
+pub(super) struct Events {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl Events {
+    /// Joins the groups in the calling thread's network namespace.
+    pub(super) fn open() -> io::Result<Events> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind(&SocketAddr::new(0, GROUPS))?;
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(&socket, sockopt::RcvBufForce, &RCVBUF).is_err() {
+            let _ = socket.set_rx_buf_sz(RCVBUF);
+        }
+        Ok(Events { socket, buf: Vec::new() })
+    }
+
+    /// The messages of the next datagram, waiting at most `limit` (`None`: until one comes);
+    /// none when the time ran out. `Ok(None)` when notifications were lost (ENOBUFS: the
+    /// receive buffer overflowed): the caller must read the whole state again.
+    pub(super) fn next(&mut self, limit: Option<std::time::Duration>) -> io::Result<Option<Vec<Raw>>> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        use nix::sys::time::TimeVal;
+        let tv =
+            limit.map_or(TimeVal::new(0, 0), |d| TimeVal::new(d.as_secs() as i64, d.subsec_micros().max(1).into()));
+        setsockopt(&self.socket, sockopt::ReceiveTimeout, &tv).map_err(io::Error::from)?;
+        self.buf.clear();
+        self.buf.reserve(DATAGRAM);
+        match self.socket.recv(&mut self.buf, 0) {
+            Ok(_) => {
+                Ok(Some(messages(&self.buf).map(|(_, kind, msg)| Raw { kind, body: msg[HEADER..].to_vec() }).collect()))
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(Some(Vec::new())),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -63,7 +63,7 @@ fn report_removed(r: apply::Removed) -> usize {
 
 /// Gather (vpnfix's own routes included), plan, reconcile, for one tunnel; returns a one-line
 /// summary.
-fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
+pub(super) fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
     let dev = input.tunnel.dev.clone();
     let connection = input.connection.clone();
     let k = Kernel::connect()?;
@@ -104,7 +104,7 @@ fn may_change_routes() -> bool {
 /// Undoes a tunnel's routes; without the privilege to, says once what happens instead. A
 /// disconnect that names no tunnel with a record (NetworkManager's `vpn-down` after the VPN
 /// died names the parent device) finds the record by the connection's identity.
-fn disconnect(config: &Config, input: &HookInput) -> Result<(), Error> {
+pub(super) fn disconnect(config: &Config, input: &HookInput) -> Result<(), Error> {
     let dev = input.tunnel.dev.as_str();
     if !may_change_routes() {
         warn!(

@@ -6,9 +6,11 @@
 
 mod commands;
 mod lifecycle;
+mod watch;
 
 pub use commands::{explain, install, plan, snapshot, status, suggest};
 pub use lifecycle::{apply, cleanup, hook};
+pub use watch::watch;
 
 use crate::apply::ApplyError;
 use crate::bundle::{self, BundleError};
@@ -42,6 +44,9 @@ pub enum Error {
     /// The output could not be serialized.
     #[error("cannot render JSON")]
     Json(#[from] serde_json::Error),
+    /// `watch` was asked for a tunnel vpnfix has no record of.
+    #[error("no record of {0}: connect first (the record holds the pushes to keep)")]
+    NoRecord(String),
     /// The hook environment names its tunnel wrongly.
     #[error("{0}")]
     HookEnv(String),
