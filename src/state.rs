@@ -187,15 +187,7 @@ impl StateDir {
     /// Takes the tunnel's lock, waiting for another vpnfix of the same tunnel to finish. The
     /// kernel drops a `flock` when its holder dies, so a killed process never leaves it stale.
     pub fn lock(&self, tunnel: &str) -> Result<Flock<File>, StateError> {
-        let path = self.file(tunnel, "lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|source| StateError::Io { what: "open", path: path.clone(), source })?;
+        let (f, path) = self.lock_file(tunnel, "lock")?;
         Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
             what: "lock",
             path,
@@ -240,7 +232,17 @@ impl StateDir {
     /// The lock a tunnel's watcher holds for its life (`TUNNEL.watch`); `None` when another
     /// process holds it: at most one watcher per tunnel.
     pub fn watch_lock(&self, tunnel: &str) -> Result<Option<Flock<File>>, StateError> {
-        let path = self.file(tunnel, "watch");
+        let (f, path) = self.lock_file(tunnel, "watch")?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(l)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(StateError::Io { what: "lock", path, source: e.into() }),
+        }
+    }
+
+    /// Opens (creating, never following a link) the file `TUNNEL.EXT` a lock is taken on.
+    fn lock_file(&self, tunnel: &str, ext: &str) -> Result<(File, PathBuf), StateError> {
+        let path = self.file(tunnel, ext);
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -249,11 +251,7 @@ impl StateDir {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|source| StateError::Io { what: "open", path: path.clone(), source })?;
-        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => Ok(Some(l)),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, e)) => Err(StateError::Io { what: "lock", path, source: e.into() }),
-        }
+        Ok((f, path))
     }
 
     /// The tunnel whose record belongs to VPN connection `uuid`, if one does.

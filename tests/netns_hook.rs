@@ -11,27 +11,7 @@ use common::{env, require_root, stderr, stdout, Netns, TempDir};
 
 /// The captured route-up environment (OpenVPN 2.6.14), adapted to this tunnel and push.
 fn hook_env(script_type: &str, state: &TempDir) -> Vec<(String, String)> {
-    let mut e = env(&[
-        ("script_type", script_type),
-        ("dev", "tun0"),
-        ("dev_type", "tun"),
-        ("tun_mtu", "1500"),
-        ("script_context", "init"),
-        ("ifconfig_local", "10.0.1.65"),
-        ("ifconfig_remote", "10.0.1.66"),
-        ("ifconfig_ipv6_local", "fd00:8::2"),
-        ("ifconfig_ipv6_netbits", "64"),
-        ("ifconfig_ipv6_remote", "fd00:8::1"),
-        ("route_vpn_gateway", "10.0.1.66"),
-        ("route_network_1", "172.20.0.0"),
-        ("route_netmask_1", "255.255.0.0"),
-        ("route_gateway_1", "10.0.1.66"),
-        ("route_ipv6_network_1", "fd42:20::/48"),
-        ("route_ipv6_gateway_1", "fd00:8::1"),
-        ("VPNFIX_POLICY", "split"),
-    ]);
-    e.push(("VPNFIX_STATE_DIR".into(), state.path().join("state").display().to_string()));
-    e
+    common::openvpn_env(script_type, "fd42:20::/48", state.path())
 }
 
 const DOWN_ARGS: [&str; 6] = ["tun0", "1500", "0", "10.0.1.65", "10.0.1.66", "init"];

@@ -59,29 +59,8 @@ impl World {
     /// The captured route-up environment (OpenVPN 2.6.14) for this tunnel and these pushes,
     /// with `DOCKER_HOST` set to `docker_host`. `script_type` empty leaves it out.
     fn hook_env(&self, script_type: &str, docker_host: &str) -> Vec<(String, String)> {
-        let mut e = env(&[
-            ("dev", "tun0"),
-            ("dev_type", "tun"),
-            ("tun_mtu", "1500"),
-            ("script_context", "init"),
-            ("ifconfig_local", "10.0.1.65"),
-            ("ifconfig_remote", "10.0.1.66"),
-            ("ifconfig_ipv6_local", "fd00:8::2"),
-            ("ifconfig_ipv6_netbits", "64"),
-            ("ifconfig_ipv6_remote", "fd00:8::1"),
-            ("route_vpn_gateway", "10.0.1.66"),
-            ("route_network_1", "172.20.0.0"),
-            ("route_netmask_1", "255.255.0.0"),
-            ("route_gateway_1", "10.0.1.66"),
-            ("route_ipv6_network_1", "fd00:ac14::/48"),
-            ("route_ipv6_gateway_1", "fd00:8::1"),
-            ("VPNFIX_POLICY", "split"),
-            ("DOCKER_HOST", docker_host),
-        ]);
-        if !script_type.is_empty() {
-            e.push(("script_type".into(), script_type.into()));
-        }
-        e.push(("VPNFIX_STATE_DIR".into(), self.tmp.path().join("state").display().to_string()));
+        let mut e = common::openvpn_env(script_type, "fd00:ac14::/48", self.tmp.path());
+        e.push(("DOCKER_HOST".into(), docker_host.into()));
         e
     }
 

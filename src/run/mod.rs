@@ -158,11 +158,17 @@ fn gather_raw(k: &Kernel, config: &Config) -> Result<(Host, Option<Vec<docker::E
     // one dump at a time: a second one gets EBUSY).
     let ms = config.docker_timeout_ms;
     let any = !hosts.is_empty();
-    let (gone, live): (Vec<String>, Vec<String>) = hosts.into_iter().partition(|h| docker::missing(h).is_some());
+    let mut answers: Vec<Result<docker::EngineAnswer, docker::DockerError>> = Vec::new();
+    let mut live = Vec::new();
+    for h in hosts {
+        match docker::missing(&h) {
+            Some(e) => answers.push(Err(e)),
+            None => live.push(h),
+        }
+    }
     let (tables, answers) = std::thread::scope(|s| {
         let engines = (!live.is_empty()).then(|| s.spawn(|| runtime().block_on(docker::inspect_all(&live, ms))));
         let tables = (|| Ok::<_, KernelError>((k.routes()?, k.links()?, k.addrs()?, k.neighbours()?)))();
-        let mut answers: Vec<_> = gone.iter().filter_map(|h| docker::missing(h)).map(Err).collect();
         answers.extend(engines.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).unwrap_or_default());
         (tables, answers)
     });

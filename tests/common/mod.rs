@@ -98,6 +98,35 @@ pub fn remove_private_dir(dir: &Path) {
     let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(dir).status();
 }
 
+/// OpenVPN 2.6.14's route-up environment as captured, for tun0 (10.0.1.65 peer 10.0.1.66,
+/// fd00:8::2/64), pushing 172.20.0.0/16 and `ipv6_push`, with the state in `state/`;
+/// `script_type` empty leaves it out.
+pub fn openvpn_env(script_type: &str, ipv6_push: &str, state: &Path) -> Vec<(String, String)> {
+    let mut e = env(&[
+        ("dev", "tun0"),
+        ("dev_type", "tun"),
+        ("tun_mtu", "1500"),
+        ("script_context", "init"),
+        ("ifconfig_local", "10.0.1.65"),
+        ("ifconfig_remote", "10.0.1.66"),
+        ("ifconfig_ipv6_local", "fd00:8::2"),
+        ("ifconfig_ipv6_netbits", "64"),
+        ("ifconfig_ipv6_remote", "fd00:8::1"),
+        ("route_vpn_gateway", "10.0.1.66"),
+        ("route_network_1", "172.20.0.0"),
+        ("route_netmask_1", "255.255.0.0"),
+        ("route_gateway_1", "10.0.1.66"),
+        ("route_ipv6_network_1", ipv6_push),
+        ("route_ipv6_gateway_1", "fd00:8::1"),
+        ("VPNFIX_POLICY", "split"),
+    ]);
+    if !script_type.is_empty() {
+        e.push(("script_type".into(), script_type.into()));
+    }
+    e.push(("VPNFIX_STATE_DIR".into(), state.join("state").display().to_string()));
+    e
+}
+
 /// What every run of vpnfix in a test gets unless the test sets it itself: a configuration file
 /// of its own (which does not exist) instead of the machine's /etc/vpnfix.conf, and no syslog
 /// instead of the machine's /dev/log.
