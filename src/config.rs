@@ -39,6 +39,7 @@ pub const KEYS: &[&str] = &[
     "STRICT",
     "LOG",
     "DRY_RUN",
+    "WATCH",
 ];
 
 /// Who gets a contested range.
@@ -111,6 +112,8 @@ pub struct Config {
     pub log: LogLevel,
     /// Plan and report, change nothing.
     pub dry_run: bool,
+    /// Start a watcher at connect that keeps the rule true until the tunnel goes.
+    pub watch: bool,
     /// `DOCKER_HOST` as Docker defines it, from the environment or the configuration file: the
     /// one engine to ask. Unset: every usual engine socket that exists ([`crate::docker`]).
     #[serde(skip)]
@@ -134,6 +137,7 @@ impl Default for Config {
             strict: false,
             log: LogLevel::Info,
             dry_run: false,
+            watch: true,
             docker_host: None,
         }
     }
@@ -251,7 +255,7 @@ fn expected(key: &str, err: envy::Error) -> String {
     let what = match key {
         "POLICY" => "expected split, vpn or local",
         "KEEP" | "VPN" => "expected comma-separated prefixes like 172.20.0.0/24,fd00::/64",
-        "STRICT" | "DRY_RUN" => "expected true or false",
+        "STRICT" | "DRY_RUN" | "WATCH" => "expected true or false",
         "LOG" => "expected error, warn, info or debug",
         "PROTO" => "expected a protocol number 5-255",
         "STATE_DIR" => "expected a directory",

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub mod events;
 mod libpod;
 
 /// Where engines listen when `DOCKER_HOST` names none: Docker's socket and rootful Podman's

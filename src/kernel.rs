@@ -312,27 +312,68 @@ const RTM_DELLINK: u16 = 17;
 pub struct Changed {
     /// Devices deleted (their names).
     pub links_gone: Vec<String>,
-    /// Whether anything at all was said (or notifications were lost: read everything again).
+    /// Whether anything that can change a plan was said (or notifications were lost: read
+    /// everything again).
     pub any: bool,
 }
 
 /// The kernel's link, neighbour and route notifications.
-pub struct Notifications(wire::Events);
+pub struct Notifications {
+    wire: wire::Events,
+    /// The neighbours seen (device index, address): a neighbour's state changes (`REACHABLE`
+    /// to `STALE` and back, on every timer) are not news, a new address on a bridge is.
+    neighbours: std::collections::HashSet<(u32, IpAddr)>,
+}
 
 impl Notifications {
     /// Subscribes in the calling thread's network namespace.
     pub fn open() -> Result<Notifications, KernelError> {
-        wire::Events::open().map(Notifications).map_err(KernelError::Connect)
+        let wire = wire::Events::open().map_err(KernelError::Connect)?;
+        Ok(Notifications { wire, neighbours: Default::default() })
     }
 
     /// Waits for the next notifications, at most `limit` (`None`: until some come).
     pub fn wait(&mut self, limit: Option<std::time::Duration>) -> Result<Changed, KernelError> {
-        let msgs = self.0.next(limit).map_err(|e| KernelError::Socket(WireError::Io(e)))?;
+        let msgs = self.wire.next(limit).map_err(|e| KernelError::Socket(WireError::Io(e)))?;
         let Some(msgs) = msgs else { return Ok(Changed { links_gone: Vec::new(), any: true }) };
         let links_gone = msgs.iter().filter(|m| m.kind == RTM_DELLINK).filter_map(|m| link(&m.body)).map(|l| l.name);
-        Ok(Changed { links_gone: links_gone.collect(), any: !msgs.is_empty() })
+        let links_gone = links_gone.collect();
+        let mut any = false;
+        for m in &msgs {
+            any |= self.news(m);
+        }
+        Ok(Changed { links_gone, any })
+    }
+
+    /// Whether a notification can change a plan: every link's, every route's but those of
+    /// table local (the host's own addresses, which come with their link), and a neighbour's
+    /// when it is new or gone.
+    fn news(&mut self, m: &wire::Raw) -> bool {
+        match m.kind {
+            RTM_NEWROUTE | RTM_DELROUTE => {
+                RouteMessage::parse(&m.body).map_or(true, |r| table_of(&r) != u32::from(RT_TABLE_LOCAL))
+            }
+            RTM_NEWNEIGH | RTM_DELNEIGH => {
+                let Ok(n) = NeighbourMessage::parse(&m.body) else { return true };
+                let Some(at) = neighbour(&n, &HashMap::from([(n.header.ifindex, String::new())])) else {
+                    return false;
+                };
+                let key = (n.header.ifindex, at.addr);
+                match m.kind {
+                    RTM_NEWNEIGH => self.neighbours.insert(key),
+                    _ => self.neighbours.remove(&key),
+                }
+            }
+            _ => true,
+        }
     }
 }
+
+/// `RTM_DELLINK`, `RTM_DELROUTE`, `RTM_DELNEIGH` (`rtnetlink.h`).
+const RTM_DELROUTE: u16 = 25;
+const RTM_DELNEIGH: u16 = 29;
+/// The local table's number (`RT_TABLE_LOCAL`).
+const RT_TABLE_LOCAL: u8 = 255;
 
 /// `RTM_NEWRULE` (`rtnetlink.h`).
 const RTM_NEWRULE: u16 = 32;

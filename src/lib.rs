@@ -27,6 +27,7 @@ pub mod kernel;
 pub mod logging;
 pub mod net;
 pub mod plan;
+pub mod privilege;
 pub mod reconcile;
 pub mod report;
 pub mod run;

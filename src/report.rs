@@ -55,6 +55,42 @@ fn conflict(s: &mut String, c: &Conflict) {
     );
 }
 
+/// A watcher in one line: `watcher: pid 4242 since 2026-11-30 08:40:01 UTC, last change
+/// 08:45:12 UTC; 3 reconciles, 12 route changes, 57 events`.
+fn watcher_line(w: &crate::status::WatcherStatus) -> String {
+    let r = &w.record;
+    let last = r.last_change.map_or("no change yet".to_string(), |t| format!("last change {}", utc(t)));
+    let state = if w.running {
+        String::new()
+    } else {
+        " (not running: killed? its routes stay for the next connect or `vpnfix cleanup`)".into()
+    };
+    format!(
+        "watcher: pid {} since {}, {last}; {} reconciles, {} route changes, {} events{state}",
+        r.pid,
+        utc(r.since),
+        r.reconciles,
+        r.changes,
+        r.events
+    )
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC` (the civil calendar from days, after
+/// Howard Hinnant's `civil_from_days`).
+pub fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// `vpnfix status` as a person reads it.
 pub fn status_text(tunnels: &[crate::status::TunnelStatus]) -> String {
     let mut s = String::new();
@@ -72,6 +108,9 @@ pub fn status_text(tunnels: &[crate::status::TunnelStatus]) -> String {
             if t.routes.len() == 1 { "" } else { "s" },
             if t.in_sync { "; in sync" } else { "" }
         );
+        if let Some(w) = &t.watcher {
+            let _ = writeln!(s, "  {}", watcher_line(w));
+        }
         for r in &t.routes {
             let _ = writeln!(s, "  {}{}", r.route, if r.in_kernel { "" } else { "  (missing)" });
         }
@@ -83,4 +122,14 @@ pub fn status_text(tunnels: &[crate::status::TunnelStatus]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_names_the_civil_date_and_time() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::utc(1_796_027_645), "2026-11-30 08:34:05 UTC");
+    }
 }

@@ -14,6 +14,9 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+mod watcher;
+pub use watcher::Watcher;
+
 /// The state format's version.
 pub const VERSION: u32 = 1;
 

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::hook::HookInput;
 use crate::net::{Host, RouteSpec};
 use crate::plan::{self, Conflict};
-use crate::state::{State, Status};
+use crate::state::{State, Status, Watcher};
 use serde::Serialize;
 
 /// One recorded route and whether the kernel still has it.
@@ -35,11 +35,24 @@ pub struct TunnelStatus {
     pub missing: Vec<RouteSpec>,
     /// Every recorded route is in the kernel and nothing is missing.
     pub in_sync: bool,
+    /// The tunnel's watcher, if it has (or had) one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watcher: Option<WatcherStatus>,
+}
+
+/// A watcher as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WatcherStatus {
+    /// What it recorded.
+    #[serde(flatten)]
+    pub record: Watcher,
+    /// Whether its process still runs (a watcher killed with SIGKILL leaves its record).
+    pub running: bool,
 }
 
 /// The status of `state` against the live `host` (whose routes include vpnfix's own), planned
-/// anew from the recorded tunnel and pushes.
-pub fn status(state: &State, host: &Host, config: &Config) -> TunnelStatus {
+/// anew from the recorded tunnel and pushes; with its watcher as found.
+pub fn status(state: &State, host: &Host, config: &Config, watcher: Option<WatcherStatus>) -> TunnelStatus {
     let in_kernel = |r: &RouteSpec| r.in_table(&host.routes);
     let routes: Vec<RouteStatus> = state
         .routes
@@ -60,5 +73,6 @@ pub fn status(state: &State, host: &Host, config: &Config) -> TunnelStatus {
         Vec::new()
     };
     let in_sync = routes.iter().all(|r| r.in_kernel) && missing.is_empty();
-    TunnelStatus { tunnel: state.tunnel.clone(), device_present, routes, conflicts: p.conflicts, missing, in_sync }
+    let tunnel = state.tunnel.clone();
+    TunnelStatus { tunnel, device_present, routes, conflicts: p.conflicts, missing, in_sync, watcher }
 }

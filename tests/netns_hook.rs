@@ -388,3 +388,56 @@ fn until(mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// The connect hook starts the watcher by itself: detached (a process group of its own, no
+/// stdin, stdout or stderr of the hook's), holding CAP_NET_ADMIN alone, shown by `status`, one
+/// per tunnel however often route-up runs; it keeps the rule and ends with the tunnel.
+#[test]
+#[ignore = "needs root"]
+fn the_connect_hook_starts_one_detached_watcher_with_net_admin_alone() {
+    require_root("the_connect_hook_starts_one_detached_watcher");
+    let ns = laptop(Pushed::Prepended);
+    let state = TempDir::new("autowatch");
+    let mut e = hook_env("route-up", &state);
+    e.push(("VPNFIX_WATCH".into(), "true".into()));
+    let out = ns.vpnfix(&e, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let record = state.path().join("state/tun0.watcher");
+    let pid = || -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
+        Some(v["pid"].as_u64()?.to_string())
+    };
+    assert!(until(|| pid().is_some()), "no watcher recorded: {}", stderr(&out));
+    let pid = pid().unwrap();
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let stat = std::fs::read_to_string(proc.join("stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    assert_eq!(fields[2], pid, "the watcher leads a process group of its own: {stat}");
+    for fd in 0..3 {
+        assert_eq!(std::fs::read_link(proc.join(format!("fd/{fd}"))).unwrap(), std::path::Path::new("/dev/null"));
+    }
+    let status = std::fs::read_to_string(proc.join("status")).unwrap();
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().to_string();
+    assert_eq!(field("CapEff:"), "0000000000001000", "CAP_NET_ADMIN alone\n{status}");
+    assert_eq!(field("CapBnd:"), "0000000000001000", "nothing else can come back\n{status}");
+    assert_eq!(field("NoNewPrivs:"), "1");
+
+    let shown = ns.vpnfix(&own_state(&state), &["status"]);
+    assert!(stdout(&shown).contains(&format!("watcher: pid {pid} since ")), "{}", stdout(&shown));
+    ns.ip(&["neigh", "add", "172.20.9.9", "lladdr", "02:42:ac:14:09:09", "dev", "br-test", "nud", "permanent"]);
+    assert!(until(|| ns.route_get("172.20.9.9") == "br-test"), "the watcher did not keep the new address");
+    let again = ns.vpnfix(&e, &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let watchers = || common::pids_where(|p| common::cmdline_names(p, "watch") && common::cmdline_names(p, "tun0"));
+    assert_eq!(watchers(), vec![pid.clone()], "one watcher per tunnel");
+
+    ns.ip(&["link", "del", "tun0"]);
+    assert!(until(|| watchers().is_empty()), "the watcher outlived its tunnel");
+    assert!(own_routes(&ns).is_empty(), "{:#?}", own_routes(&ns));
+    assert!(!record.exists(), "the watcher's record outlives it");
+}
+
+fn own_state(state: &TempDir) -> Vec<(String, String)> {
+    vec![("VPNFIX_STATE_DIR".into(), state.path().join("state").display().to_string())]
+}

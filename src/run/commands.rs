@@ -10,6 +10,7 @@ use crate::config::Overrides;
 use crate::hook::{discover, HookInput};
 use crate::kernel::Kernel;
 use crate::state::StateDir;
+use crate::status::WatcherStatus;
 use crate::{bundle, plan, report};
 use log::info;
 
@@ -207,12 +208,13 @@ pub fn status(args: &StatusArgs) -> Result<String, Error> {
             None => dir.tunnels()?,
         };
         for t in &tunnels {
-            records.extend(dir.read(t)?);
+            let watcher = dir.read_watcher(t).map(|w| WatcherStatus { running: w.alive(), record: w });
+            records.extend(dir.read(t)?.map(|s| (s, watcher)));
         }
     }
     let (statuses, unmanaged) = {
         let host = gather_host(&Kernel::connect()?, &config)?;
-        let out: Vec<_> = records.iter().map(|s| crate::status::status(s, &host, &config)).collect();
+        let out: Vec<_> = records.into_iter().map(|(s, w)| crate::status::status(&s, &host, &config, w)).collect();
         // VPN devices that are up with no record: a VPN whose hook is not set up (or not yet
         // run), with what vpnfix would add for the routes the kernel has through it.
         let unmanaged: Vec<(String, usize)> = discover::tunnels(&host.links, &host.addrs, &host.routes, config.proto)

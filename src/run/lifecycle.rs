@@ -8,6 +8,7 @@ use crate::cli::{CleanupArgs, Selection};
 use crate::config::{Config, Overrides};
 use crate::hook::{Event, HookInput, Invocation, Source};
 use crate::kernel::Kernel;
+use crate::net::{Facts, Tunnel};
 use crate::state::{StateDir, StateError};
 use crate::{plan, report};
 use log::{debug, error, info, warn};
@@ -65,7 +66,6 @@ fn report_removed(r: apply::Removed) -> usize {
 /// summary.
 pub(super) fn connect(config: &Config, input: HookInput) -> Result<String, Error> {
     let dev = input.tunnel.dev.clone();
-    let connection = input.connection.clone();
     let k = Kernel::connect()?;
     if config.dry_run {
         let g = gather(&k, config, input)?;
@@ -74,23 +74,69 @@ pub(super) fn connect(config: &Config, input: HookInput) -> Result<String, Error
     }
     let dir = StateDir::open(&config.state_dir)?;
     let _lock = dir.lock(&dev)?;
+    let connection = input.connection.clone();
     let g = gather(&k, config, input)?;
+    let done = reconcile_locked(&k, &dir, config, &g, connection.as_deref())?;
+    Ok(format!(
+        "{dev}: {} route(s) added, {} already there, {} removed, {} blocked by foreign routes, {} not verified",
+        done.added, done.present, done.removed, done.blocked, done.unverified
+    ))
+}
+
+/// Plans for the facts and reconciles, the tunnel's lock held.
+fn reconcile_locked(
+    k: &Kernel,
+    dir: &StateDir,
+    config: &Config,
+    g: &Facts,
+    connection: Option<&str>,
+) -> Result<apply::Installed, Error> {
+    let dev = g.tunnel.dev.as_str();
     if !g.links.iter().any(|l| l.name == dev) {
-        return Err(Error::NoTunnel(dev.clone()));
+        return Err(Error::NoTunnel(dev.to_string()));
     }
-    let p = plan::plan(&g, config);
+    let p = plan::plan(g, config);
     for s in &p.skipped {
         warn!("{s}");
     }
     for n in &p.notes {
         info!("{n}");
     }
-    let vpn = apply::Vpn { pushes: &g.pushes, connection: connection.as_deref() };
-    let done = apply::reconcile(&k, &dir, &p, &vpn, &g.routes, &g.links, config.proto)?;
-    Ok(format!(
-        "{dev}: {} route(s) added, {} already there, {} removed, {} blocked by foreign routes, {} not verified",
-        done.added, done.present, done.removed, done.blocked, done.unverified
-    ))
+    let vpn = apply::Vpn { pushes: &g.pushes, connection };
+    Ok(apply::reconcile(k, dir, &p, &vpn, &g.routes, &g.links, config.proto)?)
+}
+
+/// What the watcher's reconcile did.
+pub(super) enum Kept {
+    /// The plan was reconciled: how many routes were added or removed.
+    Reconciled(usize),
+    /// The tunnel has no record any more: its disconnect ran (and removed the routes).
+    NoRecord,
+    /// An engine did not answer: nothing was changed (its containers would have lost their
+    /// blocks to the VPN); the reason, for the log.
+    Held(String),
+}
+
+/// The watcher's reconcile: under the tunnel's lock, the tunnel's record (its pushes, as the
+/// connect hook recorded them; none when a disconnect has run meanwhile), a fresh gather, and
+/// only the difference applied. Nothing is changed while an engine that was asked is silent.
+pub(super) fn keep_recorded(config: &Config, dev: &str) -> Result<Kept, Error> {
+    let k = Kernel::connect()?;
+    let dir = StateDir::open(&config.state_dir)?;
+    let _lock = dir.lock(dev)?;
+    let Some(state) = dir.read(dev)? else { return Ok(Kept::NoRecord) };
+    let g = super::gather_all(&k, config)?;
+    if let Some(e) = g.silent.first() {
+        return Ok(Kept::Held(chain(e)));
+    }
+    let input = HookInput {
+        tunnel: Tunnel { dev: dev.to_string(), ..Tunnel::default() },
+        pushes: state.pushes,
+        ..HookInput::default()
+    };
+    let facts = g.host.into_facts(input);
+    let done = reconcile_locked(&k, &dir, config, &facts, state.connection.as_deref())?;
+    Ok(Kept::Reconciled(done.added + done.removed))
 }
 
 /// Whether this process may change routes: CAP_NET_ADMIN (bit 12) in its effective set, as
@@ -178,8 +224,12 @@ pub fn hook(inv: Invocation) -> ExitCode {
 fn run_event(config: &Config, input: HookInput) -> Result<(), Error> {
     match input.event {
         Some(Event::Connect) => {
-            let summary = connect(config, input)?;
-            debug!("{summary}");
+            let dev = input.tunnel.dev.clone();
+            let done = connect(config, input);
+            if config.watch && !config.dry_run && !matches!(done, Err(Error::NoTunnel(_))) && may_change_routes() {
+                super::watch::start(&dev);
+            }
+            debug!("{}", done?);
             Ok(())
         }
         Some(Event::Disconnect) => disconnect(config, &input),

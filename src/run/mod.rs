@@ -152,61 +152,67 @@ fn gather_host(k: &Kernel, config: &Config) -> Result<Host, Error> {
 
 /// The same, with the engines' own descriptions (what `snapshot` writes as docker.json).
 fn gather_raw(k: &Kernel, config: &Config) -> Result<(Host, Option<Vec<docker::EngineNetwork>>), Error> {
+    let g = gather_all(k, config)?;
+    let answered = g.answered;
+    for e in &g.silent {
+        match answered {
+            0 => warn!("{}; planning with the kernel's facts only", chain(e)),
+            _ => warn!("{}; planning without its networks", chain(e)),
+        }
+    }
+    Ok((g.host, g.raw))
+}
+
+/// What one gathering found.
+struct Gathered {
+    host: Host,
+    /// The engines' own descriptions of their networks; `None` when none answered.
+    raw: Option<Vec<docker::EngineNetwork>>,
+    /// How many engines answered.
+    answered: usize,
+    /// Why each engine that was asked did not answer.
+    silent: Vec<docker::DockerError>,
+}
+
+/// The kernel's tables and every engine's networks, saying nothing of the engines that did not
+/// answer (the caller decides what their silence means).
+fn gather_all(k: &Kernel, config: &Config) -> Result<Gathered, Error> {
     let hosts = docker::engine_hosts(config.docker_host.as_deref(), |p| p.exists());
+    if hosts.is_empty() {
+        debug!("no container engine: DOCKER_HOST is unset and none of {} exists", docker::USUAL_SOCKETS.join(", "));
+    }
     // The engines are asked on a thread of their own (bollard needs tokio, nothing else here
     // does) while this one reads the kernel's tables, a dump at a time (one netlink socket runs
     // one dump at a time: a second one gets EBUSY).
     let ms = config.docker_timeout_ms;
-    let any = !hosts.is_empty();
-    let mut answers: Vec<Result<docker::EngineAnswer, docker::DockerError>> = Vec::new();
-    let mut live = Vec::new();
-    for h in hosts {
-        match docker::missing(&h) {
-            Some(e) => answers.push(Err(e)),
-            None => live.push(h),
-        }
-    }
+    let (mut silent, live): (Vec<_>, Vec<_>) = hosts.into_iter().partition(|h| docker::missing(h).is_some());
+    let mut silent: Vec<docker::DockerError> = silent.drain(..).filter_map(|h| docker::missing(&h)).collect();
     let (tables, answers) = std::thread::scope(|s| {
         let engines = (!live.is_empty()).then(|| s.spawn(|| runtime().block_on(docker::inspect_all(&live, ms))));
         let tables = (|| Ok::<_, KernelError>((k.routes()?, k.links()?, k.addrs()?, k.neighbours()?)))();
-        answers.extend(engines.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).unwrap_or_default());
-        (tables, answers)
+        (tables, engines.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).unwrap_or_default())
     });
     let (routes, links, addrs, neighbours) = tables?;
+    let mut raw: Option<Vec<docker::EngineNetwork>> = None;
+    let mut answered = 0;
+    for a in answers {
+        match a {
+            Ok(a) => {
+                debug!("{} at {}: {} network(s)", a.engine.title(), a.host, a.networks.len());
+                answered += 1;
+                raw.get_or_insert_with(Vec::new).extend(a.networks);
+            }
+            Err(e) => silent.push(e),
+        }
+    }
     let mut skipped = Vec::new();
-    let raw = engine_networks(any, answers);
     let docker = raw.as_ref().map(|ns| ns.iter().filter_map(|n| docker::from_inspect(n, &mut skipped)).collect());
-    Ok((Host { routes, links, addrs, neighbours, docker, skipped }, raw))
+    Ok(Gathered { host: Host { routes, links, addrs, neighbours, docker, skipped }, raw, answered, silent })
 }
 
 /// Facts of this host for one hook input.
 fn gather(k: &Kernel, config: &Config, input: HookInput) -> Result<Facts, Error> {
     Ok(gather_host(k, config)?.into_facts(input))
-}
-
-/// Every answering engine's networks; `None` when none answered. Each engine that did not
-/// answer is one warning.
-fn engine_networks(
-    any: bool,
-    answers: Vec<Result<docker::EngineAnswer, docker::DockerError>>,
-) -> Option<Vec<docker::EngineNetwork>> {
-    if !any {
-        debug!("no container engine: DOCKER_HOST is unset and none of {} exists", docker::USUAL_SOCKETS.join(", "));
-        return None;
-    }
-    let answered = answers.iter().filter(|a| a.is_ok()).count();
-    let mut networks: Option<Vec<docker::EngineNetwork>> = None;
-    for a in answers {
-        match a {
-            Ok(a) => {
-                debug!("{} at {}: {} network(s)", a.engine.title(), a.host, a.networks.len());
-                networks.get_or_insert_with(Vec::new).extend(a.networks);
-            }
-            Err(e) if answered == 0 => warn!("{}; planning with the kernel's facts only", chain(&e)),
-            Err(e) => warn!("{}; planning without its networks", chain(&e)),
-        }
-    }
-    networks
 }
 
 /// What a manual command is about: the tunnels (each with its pushes) and the host.

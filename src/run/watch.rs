@@ -1,24 +1,58 @@
-//! `vpnfix watch`: the rule kept true while a tunnel is up. Each burst of the kernel's link,
-//! neighbour or route notifications is one reconcile with the tunnel's recorded pushes (a
-//! container's address appearing, a network's bridge coming or going, a route of anyone's
-//! changed by hand); when the tunnel device goes, every recorded route goes with it and the
-//! watch ends. It sleeps in `recv` between notifications: no polling.
+//! `vpnfix watch`: the rule kept true while a tunnel is up. The connect hook starts it (see
+//! [`start`]); an admin may run it as a service instead. Each burst of news — the kernel's
+//! link, neighbour and route notifications, an engine's container and network events — is one
+//! reconcile of the tunnel's recorded pushes against a fresh gather: a container started at an
+//! address outside the kept blocks, a network made or removed, a route re-applied or deleted by
+//! hand. When the tunnel device goes, every recorded route goes with it and the watch ends;
+//! when the disconnect hook has removed the record, the watch just ends. It sleeps between
+//! news: no polling. It keeps CAP_NET_ADMIN alone ([`crate::privilege`]).
 
-use super::lifecycle::{connect, disconnect};
+mod sources;
+
+use super::lifecycle::{disconnect, keep_recorded, Kept};
 use super::{environment, load_config, Error};
 use crate::cli::WatchArgs;
 use crate::config::{Config, Overrides};
+use crate::docker::events::EngineEvent;
 use crate::hook::HookInput;
-use crate::kernel::{Kernel, Notifications};
+use crate::kernel::Kernel;
 use crate::net::Tunnel;
-use crate::state::StateDir;
-use log::{info, warn};
-use std::time::{Duration, Instant};
+use crate::state::{StateDir, Watcher};
+use log::{debug, info, warn};
+use sources::{Burst, Wakes};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A burst ends after this long without a notification.
-const QUIET: Duration = Duration::from_millis(50);
-/// A burst that goes on longer is reconciled anyway.
-const LONGEST: Duration = Duration::from_secs(1);
+/// How long a watcher asked to stop waits for its tunnel to go before it leaves the routes.
+const ENDING: Duration = Duration::from_secs(10);
+
+/// Starts the tunnel's watcher, detached: `/proc/self/exe watch --dev DEV` (this very binary,
+/// whatever PATH says), in a process group of its own (a supervisor's SIGTERM to the hook's
+/// group does not reach it), with no stdin, stdout or stderr of the hook's (NetworkManager's
+/// dispatcher and a shell's pipes are not held open; it logs to syslog) and only vpnfix's own
+/// variables and `DOCKER_HOST` from the environment. A watcher already running for the tunnel
+/// (a reconnect, OpenVPN's SIGUSR1) keeps the job: the new one sees its lock and leaves.
+pub(super) fn start(dev: &str) {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let env =
+        std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(|k| k.starts_with("VPNFIX_") || k == "DOCKER_HOST"));
+    let child = Command::new("/proc/self/exe")
+        .arg0("vpnfix")
+        .args(["watch", "--dev", dev])
+        .env_clear()
+        .envs(env)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    match child {
+        Ok(c) => debug!("watcher for {dev} started: pid {}", c.id()),
+        Err(e) => warn!("cannot start the watcher for {dev} ({e}); the routes stay as this connect left them"),
+    }
+}
 
 /// `vpnfix watch --dev DEV`: runs until the tunnel goes.
 pub fn watch(args: &WatchArgs) -> Result<String, Error> {
@@ -27,59 +61,152 @@ pub fn watch(args: &WatchArgs) -> Result<String, Error> {
     let dev = args.dev.as_str();
     let dir = StateDir::open(&config.state_dir)?;
     let Some(_one) = dir.watch_lock(dev)? else {
+        debug!("a watcher for {dev} is already running");
         return Ok(format!("a watcher for {dev} is already running\n"));
     };
+    match crate::privilege::keep_net_admin_only() {
+        Ok(kept) if kept.is_empty() => warn!("watching {dev} without CAP_NET_ADMIN: no route can be changed"),
+        Ok(_) => {}
+        Err(e) => warn!("{e}; watching with the privileges it has"),
+    }
+    let hosts = crate::docker::engine_hosts(config.docker_host.as_deref(), |p| p.exists());
     // Subscribed before the first reconcile: nothing that happens after it is missed.
-    let mut events = Notifications::open()?;
-    let Some(input) = recorded(&dir, dev)? else {
+    let wakes = Wakes::start(dev, &hosts)?;
+    if dir.read(dev)?.is_none() {
         return Err(Error::NoRecord(dev.to_string()));
-    };
-    info!("watching {dev}: its routes follow the host's changes until it goes");
-    keep(&config, &input);
-    loop {
-        let gone = burst(&mut events, dev)?;
-        if gone || !exists(dev)? {
-            info!("{dev} is gone: removing the routes recorded for it; the watch ends");
-            disconnect(&config, &input)?;
-            return Ok(String::new());
+    }
+    let mut w = Watch { config, dir, dev, record: Watcher::default(), lost: BTreeSet::new() };
+    w.record = Watcher { pid: std::process::id(), since: now(), ..Watcher::default() };
+    info!("watching {dev} (pid {}): its routes follow the host's changes until it goes", w.record.pid);
+    let end = w.run(&wakes);
+    let _ = w.dir.remove_watcher(dev);
+    end.map(|()| String::new())
+}
+
+/// A watch under way.
+struct Watch<'a> {
+    config: Config,
+    dir: StateDir,
+    dev: &'a str,
+    record: Watcher,
+    /// The engines whose event stream broke and has not come back: while there is one, nothing
+    /// is changed (its containers would lose their blocks to the VPN).
+    lost: BTreeSet<String>,
+}
+
+impl Watch<'_> {
+    fn run(&mut self, wakes: &Wakes) -> Result<(), Error> {
+        if !self.keep() {
+            return Ok(());
         }
-        keep(&config, &input);
-    }
-}
-
-/// Waits for a burst of notifications and lets it settle; whether the tunnel was deleted.
-fn burst(events: &mut Notifications, dev: &str) -> Result<bool, Error> {
-    let first = events.wait(None)?;
-    let mut gone = first.links_gone.iter().any(|l| l == dev);
-    let start = Instant::now();
-    while start.elapsed() < LONGEST {
-        let more = events.wait(Some(QUIET))?;
-        if !more.any {
-            break;
+        loop {
+            let b = wakes.burst();
+            self.record.events += b.count;
+            self.engines(&b);
+            if let Some(why) = b.broken {
+                warn!(
+                    "the watch of {} cannot go on ({why}); its routes stay for the disconnect or `vpnfix cleanup`",
+                    self.dev
+                );
+                return Ok(());
+            }
+            if b.gone || !exists(self.dev)? {
+                return self.tunnel_gone();
+            }
+            if let Some(sig) = b.stop {
+                return self.ending(wakes, sig);
+            }
+            if !self.lost.is_empty() {
+                debug!("engine(s) {:?} not back: nothing changed", self.lost);
+                continue;
+            }
+            if !self.keep() {
+                return Ok(());
+            }
         }
-        gone |= more.links_gone.iter().any(|l| l == dev);
     }
-    Ok(gone)
-}
 
-/// One reconcile; a failure is said and the watch goes on (the next change tries again).
-fn keep(config: &Config, input: &HookInput) {
-    if let Err(e) = connect(config, input.clone()) {
-        warn!("{}; still watching", super::chain(&e));
+    /// Notes which engines broke and which came back.
+    fn engines(&mut self, b: &Burst) {
+        for e in &b.engine {
+            match e {
+                EngineEvent::Lost { host, why } if self.lost.insert(host.clone()) => warn!(
+                    "the events of the engine at {host} stopped ({why}); {}'s routes stay as they are until it is back",
+                    self.dev
+                ),
+                EngineEvent::Up { host } if self.lost.remove(host) => {
+                    info!("the engine at {host} is back: reading everything again")
+                }
+                EngineEvent::Changed { host, what } => debug!("{host}: {what}"),
+                _ => {}
+            }
+        }
     }
-}
 
-/// The tunnel as its record describes it: its pushes and connection.
-fn recorded(dir: &StateDir, dev: &str) -> Result<Option<HookInput>, Error> {
-    let Some(state) = dir.read(dev)? else { return Ok(None) };
-    Ok(Some(HookInput {
-        tunnel: Tunnel { dev: dev.to_string(), ..Tunnel::default() },
-        pushes: state.pushes,
-        connection: state.connection,
-        ..HookInput::default()
-    }))
+    /// One reconcile; whether the watch goes on (the record is there).
+    fn keep(&mut self) -> bool {
+        match keep_recorded(&self.config, self.dev) {
+            Ok(Kept::Reconciled(changed)) => {
+                self.record.reconciles += 1;
+                if changed > 0 {
+                    self.record.changes += changed as u64;
+                    self.record.last_change = Some(now());
+                }
+            }
+            Ok(Kept::NoRecord) => {
+                info!("{}'s record was removed by its disconnect: the watch ends", self.dev);
+                return false;
+            }
+            Ok(Kept::Held(why)) => warn!("{why}; {}'s routes stay as they are until it answers", self.dev),
+            Err(e) => warn!("{}; still watching", super::chain(&e)),
+        }
+        if let Err(e) = self.dir.write_watcher(self.dev, &self.record) {
+            debug!("{}", super::chain(&e));
+        }
+        true
+    }
+
+    /// The tunnel went: every route recorded for it goes.
+    fn tunnel_gone(&self) -> Result<(), Error> {
+        info!("{} is gone: removing the routes recorded for it; the watch ends", self.dev);
+        let Some(state) = self.dir.read(self.dev)? else { return Ok(()) };
+        let input = HookInput {
+            tunnel: Tunnel { dev: self.dev.to_string(), ..Tunnel::default() },
+            connection: state.connection,
+            ..HookInput::default()
+        };
+        disconnect(&self.config, &input)
+    }
+
+    /// Asked to stop (a supervisor's SIGTERM reaches the whole group or cgroup, OpenVPN's too):
+    /// nothing more is changed; if the tunnel goes within [`ENDING`], its routes go with it,
+    /// else they stay (the tunnel still needs them) for its disconnect or `vpnfix cleanup`.
+    fn ending(&self, wakes: &Wakes, sig: nix::sys::signal::Signal) -> Result<(), Error> {
+        info!("{sig}: the watch of {} ends; its routes go if it goes within {} s", self.dev, ENDING.as_secs());
+        let deadline = Instant::now() + ENDING;
+        loop {
+            if !exists(self.dev)? {
+                return self.tunnel_gone();
+            }
+            if self.dir.read(self.dev)?.is_none() {
+                return Ok(());
+            }
+            match wakes.until(deadline) {
+                Some(b) if b.gone => return self.tunnel_gone(),
+                Some(_) => {}
+                None => {
+                    info!("{} is still up: its routes stay for its disconnect or `vpnfix cleanup`", self.dev);
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
 fn exists(dev: &str) -> Result<bool, Error> {
     Ok(Kernel::connect()?.links()?.iter().any(|l| l.name == dev))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

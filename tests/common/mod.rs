@@ -74,14 +74,23 @@ pub fn mounts_below(dir: &Path) -> Vec<String> {
 /// Kills (SIGKILL, by pid) every process but this one whose `/proc/PID` directory `matches`:
 /// what a drop guard leaves of the engines it started.
 pub fn kill_where(matches: impl Fn(&Path) -> bool) {
+    for pid in pids_where(matches) {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    }
+}
+
+/// The processes (but this one) whose `/proc/PID` satisfies `matches`.
+pub fn pids_where(matches: impl Fn(&Path) -> bool) -> Vec<String> {
     let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.parse::<u32>().is_ok() && name != me && matches(&e.path()) {
-            let _ = Command::new("kill").args(["-KILL", &name]).status();
+            out.push(name);
         }
     }
+    out
 }
 
 /// Whether the process of `/proc/PID` names `marker` on its command line.
@@ -128,12 +137,18 @@ pub fn openvpn_env(script_type: &str, ipv6_push: &str, state: &Path) -> Vec<(Str
 }
 
 /// What every run of vpnfix in a test gets unless the test sets it itself: a configuration file
-/// of its own (which does not exist) instead of the machine's /etc/vpnfix.conf, and no syslog
-/// instead of the machine's /dev/log.
+/// of its own (which does not exist) instead of the machine's /etc/vpnfix.conf, no syslog
+/// instead of the machine's /dev/log, and no watcher.
 pub fn own_config_and_syslog(env: &[(String, String)]) -> Vec<(String, String)> {
     let mut out = env.to_vec();
     let conf = std::env::temp_dir().join(format!("vft-no-conf-{}/vpnfix.conf", std::process::id()));
-    for (k, v) in [("VPNFIX_CONF_FILE", conf.display().to_string()), ("VPNFIX_SYSLOG", "off".to_string())] {
+    let own = [
+        ("VPNFIX_CONF_FILE", conf.display().to_string()),
+        ("VPNFIX_SYSLOG", "off".to_string()),
+        // A connect hook starts no watcher unless the test asks for one (tests/e2e_watch.rs).
+        ("VPNFIX_WATCH", "false".to_string()),
+    ];
+    for (k, v) in own {
         if !out.iter().any(|(key, _)| key == k) {
             out.push((k.to_string(), v));
         }
@@ -294,6 +309,15 @@ impl Drop for Netns {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // Whatever else runs in it (a watcher a hook started, a daemon's child) would keep the
+        // namespace, and its devices, alive after `ip netns del`.
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(ns) = std::fs::metadata(format!("/run/netns/{}", self.name)) {
+            let same = |p: &Path| {
+                std::fs::metadata(p.join("ns/net")).is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
+            };
+            kill_where(same);
         }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }

@@ -359,7 +359,12 @@ impl World {
                 assert!(c.contains(&line), "openvpn/vpnfix.conf no longer has `{hook} /usr/local/bin/vpnfix`");
             }
             c += &format!("setenv VPNFIX_STATE_DIR {}\n", self.state_dir().display());
-            for (k, v) in super::own_config_and_syslog(&[]) {
+            let set: Vec<(String, String)> = extra
+                .iter()
+                .filter_map(|l| l.strip_prefix("setenv ")?.split_once(' '))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            for (k, v) in super::own_config_and_syslog(&set).into_iter().skip(set.len()) {
                 c += &format!("setenv {k} {v}\n");
             }
             c += &format!("setenv DOCKER_HOST {}\n", self.docker.host());

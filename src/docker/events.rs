@@ -1,0 +1,199 @@
+//! An engine's event stream, for the watcher: the container and network events that can move an
+//! address or a bridge (`docker events`), the stream's breaks, and its return. It translates;
+//! what a change means is the watcher's reconcile.
+//!
+//! No polling: the stream sleeps until the engine says something, and a broken stream waits for
+//! the engine's Unix socket to be created again (inotify on its directory: dockerd and Podman
+//! remove a stale socket and create a new one when they start). Only a TCP `DOCKER_HOST`, which
+//! no file announces, is tried again after a growing pause.
+
+use bollard::models::EventMessage;
+use bollard::query_parameters::EventsOptions;
+use bollard::Docker;
+use futures::StreamExt;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What an engine's stream said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// The engine answers (first, or again after a break): its facts must be read afresh.
+    Up {
+        /// The engine's address.
+        host: String,
+    },
+    /// A container or network changed, e.g. `container start milvus-etcd`.
+    Changed {
+        /// The engine's address.
+        host: String,
+        /// What changed, for the log.
+        what: String,
+    },
+    /// The stream broke: the engine's facts are unknown until it is `Up` again.
+    Lost {
+        /// The engine's address.
+        host: String,
+        /// Why, for the log.
+        why: String,
+    },
+}
+
+/// The actions that can put an address on a bridge, take one off, or make or remove a bridge:
+/// a container's `start` and `die`, a network's `create`, `destroy`, `connect` and
+/// `disconnect` (`docker events --filter`: values of one key are or-ed, keys and-ed).
+const ACTIONS: [&str; 6] = ["start", "die", "create", "destroy", "connect", "disconnect"];
+
+/// The longest pause between attempts at a TCP engine.
+const LONGEST_PAUSE: Duration = Duration::from_secs(30);
+
+/// Whether an event is one the watcher acts on (Podman's compatible stream may not filter).
+pub fn matters(e: &EventMessage) -> Option<String> {
+    let typ = e.typ.map(|t| t.to_string())?;
+    let action = e.action.as_deref()?;
+    let wanted = matches!((typ.as_str(), action), ("container", "start" | "die"))
+        || (typ == "network" && ACTIONS[2..].contains(&action));
+    let attrs = e.actor.as_ref().and_then(|a| a.attributes.as_ref());
+    let name = attrs.and_then(|a| a.get("name")).map_or("", String::as_str);
+    wanted.then(|| format!("{typ} {action} {name}").trim_end().to_string())
+}
+
+/// Follows the engine at `host` for as long as `send` accepts what it says (`false`: the
+/// watcher is gone). Blocking: it runs a runtime of its own on the calling thread.
+pub fn follow(host: &str, send: impl Fn(EngineEvent) -> bool) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            send(EngineEvent::Lost { host: host.into(), why: format!("no runtime to follow it: {e}") });
+            return;
+        }
+    };
+    let socket = host.strip_prefix("unix://").map(PathBuf::from);
+    let mut pause = Duration::from_secs(1);
+    let mut was_up = false;
+    loop {
+        // Watched before the attempt: a socket made between a failed attempt and the wait is seen.
+        let appear = socket.as_deref().and_then(|p| Reappear::new(p).ok());
+        match rt.block_on(stream(host, &send)) {
+            Ended::Receiver => return,
+            Ended::Broke(why) => {
+                was_up = true;
+                pause = Duration::from_secs(1);
+                if !send(EngineEvent::Lost { host: host.into(), why }) {
+                    return;
+                }
+            }
+            Ended::NoAnswer(why) if was_up => log::debug!("{host} is not back yet: {why}"),
+            Ended::NoAnswer(why) => log::debug!("{host} does not answer: {why}"),
+        }
+        match (&appear, &socket) {
+            (Some(a), Some(p)) => a.wait(p),
+            _ => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(LONGEST_PAUSE);
+            }
+        }
+    }
+}
+
+/// How a stream ended.
+enum Ended {
+    /// The watcher no longer listens.
+    Receiver,
+    /// It was up and broke.
+    Broke(String),
+    /// The engine did not answer at all.
+    NoAnswer(String),
+}
+
+/// One life of the stream: the engine is pinged (so `Up` means it serves), then its events are
+/// followed from just before the ping (Docker replays them from its buffer: none is lost
+/// between the gather `Up` causes and the stream's start).
+async fn stream(host: &str, send: &impl Fn(EngineEvent) -> bool) -> Ended {
+    let docker = match Docker::connect_with_host(host) {
+        Ok(d) => d,
+        Err(e) => return Ended::NoAnswer(e.to_string()),
+    };
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    if let Err(e) = docker.ping().await {
+        return Ended::NoAnswer(crate::logging::chain(&e));
+    }
+    if !send(EngineEvent::Up { host: host.into() }) {
+        return Ended::Receiver;
+    }
+    let filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string(), "network".to_string()]),
+        ("event".to_string(), ACTIONS.iter().map(|a| a.to_string()).collect()),
+    ]);
+    let since = format!("{}.{:09}", since.as_secs(), since.subsec_nanos());
+    let options = EventsOptions { since: Some(since), until: None, filters: Some(filters) };
+    let mut events = docker.events(Some(options));
+    while let Some(e) = events.next().await {
+        match e {
+            Ok(e) => {
+                if let Some(what) = matters(&e) {
+                    if !send(EngineEvent::Changed { host: host.into(), what }) {
+                        return Ended::Receiver;
+                    }
+                }
+            }
+            Err(e) => return Ended::Broke(crate::logging::chain(&e)),
+        }
+    }
+    Ended::Broke("the engine ended its event stream".into())
+}
+
+/// Waits for an engine's Unix socket to be made again: inotify on the nearest directory of its
+/// path that exists (a whole `/run/podman` may be gone), woken by whatever is created there.
+struct Reappear(Inotify);
+
+impl Reappear {
+    fn new(socket: &Path) -> nix::Result<Reappear> {
+        let me = Reappear(Inotify::init(InitFlags::IN_CLOEXEC)?);
+        me.watch(socket)?;
+        Ok(me)
+    }
+
+    fn watch(&self, socket: &Path) -> nix::Result<()> {
+        let dir = socket.ancestors().skip(1).find(|d| d.is_dir()).unwrap_or(Path::new("/"));
+        let what = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB;
+        self.0.add_watch(dir, what).map(drop)
+    }
+
+    /// Returns once something accepts connections at `socket`.
+    fn wait(&self, socket: &Path) {
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            if self.0.read_events().is_err() || self.watch(socket).is_err() {
+                // inotify failed (out of watches?): fall back to a pause rather than spin.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> EventMessage {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn only_events_that_move_addresses_or_bridges_matter() {
+        let start = event(r#"{"Type":"container","Action":"start","Actor":{"ID":"ab","Attributes":{"name":"web"}}}"#);
+        assert_eq!(matters(&start).as_deref(), Some("container start web"));
+        let create = event(r#"{"Type":"network","Action":"create","Actor":{"ID":"cd","Attributes":{"name":"n1"}}}"#);
+        assert_eq!(matters(&create).as_deref(), Some("network create n1"));
+        for quiet in [
+            r#"{"Type":"container","Action":"create"}"#,
+            r#"{"Type":"container","Action":"exec_start: sh"}"#,
+            r#"{"Type":"image","Action":"pull"}"#,
+            r#"{"Type":"volume","Action":"destroy"}"#,
+            r#"{"Action":"start"}"#,
+        ] {
+            assert_eq!(matters(&event(quiet)), None, "{quiet}");
+        }
+    }
+}
