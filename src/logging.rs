@@ -45,7 +45,8 @@ pub fn info_lines(lines: impl IntoIterator<Item = String>) {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // vpnfix's own lines only: bollard and hyper log every request and body at debug.
+        metadata.level() <= log::max_level() && metadata.target().starts_with("vpnfix")
     }
 
     fn log(&self, record: &Record) {

@@ -76,7 +76,7 @@ pub(super) fn connect(config: &Config, input: HookInput) -> Result<String, Error
     let _lock = dir.lock(&dev)?;
     let connection = input.connection.clone();
     let g = gather(&k, config, input)?;
-    let done = reconcile_locked(&k, &dir, config, &g, connection.as_deref())?;
+    let done = reconcile_locked(&k, &dir, config, &g, connection.as_deref(), &mut Said::default())?;
     Ok(format!(
         "{dev}: {} route(s) added, {} already there, {} removed, {} blocked by foreign routes, {} not verified",
         done.added, done.present, done.removed, done.blocked, done.unverified
@@ -90,6 +90,7 @@ fn reconcile_locked(
     config: &Config,
     g: &Facts,
     connection: Option<&str>,
+    said: &mut Said,
 ) -> Result<apply::Installed, Error> {
     let dev = g.tunnel.dev.as_str();
     if !g.links.iter().any(|l| l.name == dev) {
@@ -97,14 +98,22 @@ fn reconcile_locked(
     }
     let p = plan::plan(g, config);
     for s in &p.skipped {
-        warn!("{s}");
+        if said.insert(s.to_string()) {
+            warn!("{s}");
+        }
     }
     for n in &p.notes {
-        info!("{n}");
+        if said.insert(n.to_string()) {
+            info!("{n}");
+        }
     }
     let vpn = apply::Vpn { pushes: &g.pushes, connection };
     Ok(apply::reconcile(k, dir, &p, &vpn, &g.routes, &g.links, config.proto)?)
 }
+
+/// The plan's notes and skipped items already said: a watcher says each once, not at every
+/// reconcile.
+pub(super) type Said = std::collections::HashSet<String>;
 
 /// What the watcher's reconcile did.
 pub(super) enum Kept {
@@ -120,7 +129,7 @@ pub(super) enum Kept {
 /// The watcher's reconcile: under the tunnel's lock, the tunnel's record (its pushes, as the
 /// connect hook recorded them; none when a disconnect has run meanwhile), a fresh gather, and
 /// only the difference applied. Nothing is changed while an engine that was asked is silent.
-pub(super) fn keep_recorded(config: &Config, dev: &str) -> Result<Kept, Error> {
+pub(super) fn keep_recorded(config: &Config, dev: &str, said: &mut Said) -> Result<Kept, Error> {
     let k = Kernel::connect()?;
     let dir = StateDir::open(&config.state_dir)?;
     let _lock = dir.lock(dev)?;
@@ -135,7 +144,7 @@ pub(super) fn keep_recorded(config: &Config, dev: &str) -> Result<Kept, Error> {
         ..HookInput::default()
     };
     let facts = g.host.into_facts(input);
-    let done = reconcile_locked(&k, &dir, config, &facts, state.connection.as_deref())?;
+    let done = reconcile_locked(&k, &dir, config, &facts, state.connection.as_deref(), said)?;
     Ok(Kept::Reconciled(done.added + done.removed))
 }
 

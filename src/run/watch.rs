@@ -9,7 +9,7 @@
 
 mod sources;
 
-use super::lifecycle::{disconnect, keep_recorded, Kept};
+use super::lifecycle::{disconnect, keep_recorded, Kept, Said};
 use super::{environment, load_config, Error};
 use crate::cli::WatchArgs;
 use crate::config::{Config, Overrides};
@@ -75,7 +75,7 @@ pub fn watch(args: &WatchArgs) -> Result<String, Error> {
     if dir.read(dev)?.is_none() {
         return Err(Error::NoRecord(dev.to_string()));
     }
-    let mut w = Watch { config, dir, dev, record: Watcher::default(), lost: BTreeSet::new() };
+    let mut w = Watch { config, dir, dev, record: Watcher::default(), lost: BTreeSet::new(), said: Said::new() };
     w.record = Watcher { pid: std::process::id(), since: now(), ..Watcher::default() };
     info!("watching {dev} (pid {}): its routes follow the host's changes until it goes", w.record.pid);
     let end = w.run(&wakes);
@@ -92,6 +92,8 @@ struct Watch<'a> {
     /// The engines whose event stream broke and has not come back: while there is one, nothing
     /// is changed (its containers would lose their blocks to the VPN).
     lost: BTreeSet<String>,
+    /// The plan's notes already said.
+    said: Said,
 }
 
 impl Watch<'_> {
@@ -145,7 +147,7 @@ impl Watch<'_> {
 
     /// One reconcile; whether the watch goes on (the record is there).
     fn keep(&mut self) -> bool {
-        match keep_recorded(&self.config, self.dev) {
+        match keep_recorded(&self.config, self.dev, &mut self.said) {
             Ok(Kept::Reconciled(changed)) => {
                 self.record.reconciles += 1;
                 if changed > 0 {
@@ -168,8 +170,11 @@ impl Watch<'_> {
 
     /// The tunnel went: every route recorded for it goes.
     fn tunnel_gone(&self) -> Result<(), Error> {
+        let Some(state) = self.dir.read(self.dev)? else {
+            info!("{} is gone, and its disconnect removed its routes: the watch ends", self.dev);
+            return Ok(());
+        };
         info!("{} is gone: removing the routes recorded for it; the watch ends", self.dev);
-        let Some(state) = self.dir.read(self.dev)? else { return Ok(()) };
         let input = HookInput {
             tunnel: Tunnel { dev: self.dev.to_string(), ..Tunnel::default() },
             connection: state.connection,

@@ -236,6 +236,20 @@ impl Dockerd {
     /// containerd namespace but `--config-file config`; waits (up to 60 s) until it answers.
     pub fn restart_with_config(&mut self, ns: &Netns, config: &Path) {
         self.stop();
+        self.respawn(ns, config);
+    }
+
+    /// Stops this dockerd as `systemctl restart docker` does (SIGTERM: it stops its containers
+    /// and removes its socket), starts it again with the same configuration and waits until it
+    /// answers: containers run with `--restart always` come back.
+    pub fn bounce(&mut self, ns: &Netns) {
+        let mut child = self.child.take().expect("dockerd runs");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+        self.respawn(ns, &self.dir.join("daemon.json"));
+    }
+
+    fn respawn(&mut self, ns: &Netns, config: &Path) {
         let log = std::fs::OpenOptions::new().append(true).create(true).open(self.dir.join("dockerd.log")).unwrap();
         let t0 = std::time::Instant::now();
         let child = Command::new("nsenter")

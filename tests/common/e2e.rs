@@ -4,6 +4,7 @@
 
 use super::ovpn::{own_routes, Openvpn, SiteSpec, World};
 use super::SEED_VPN;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// The seed push and the office host behind it.
@@ -180,4 +181,51 @@ impl Milvus {
 /// Borrowed views of owned strings, for the helpers that take `&[&str]`.
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+// ----------------------------------------------------------------------------- watcher ----
+
+/// The client lines that make route-up start the watcher, logging to a syslog socket of the
+/// world's whose messages are copied to `watcher.log` (shown with OpenVPN's logs on failure).
+pub fn watching(w: &World) -> Vec<String> {
+    let sock = w.dir.path().join("syslog.sock");
+    if !sock.exists() {
+        let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+        let path = w.dir.path().join("watcher.log");
+        std::thread::spawn(move || {
+            let mut buf = vec![0; 65536];
+            while let Ok(n) = rx.recv(&mut buf) {
+                use std::io::Write;
+                let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) else { return };
+                let _ = writeln!(f, "{}", String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    vec!["setenv VPNFIX_WATCH true".into(), format!("setenv VPNFIX_SYSLOG {}", sock.display())]
+}
+
+/// What vpnfix sent to the world's syslog so far (the watcher's lines, and the hooks').
+pub fn watcher_log(w: &World) -> String {
+    std::fs::read_to_string(w.dir.path().join("watcher.log")).unwrap_or_default()
+}
+
+/// The pids of the watchers running in the laptop's namespace.
+pub fn watchers(w: &World) -> Vec<String> {
+    w.laptop
+        .pids()
+        .into_iter()
+        .filter(|p| super::cmdline_names(&PathBuf::from(format!("/proc/{p}")), "watch"))
+        .collect()
+}
+
+/// Whether `f` holds within 10 seconds (asked every 20 ms).
+pub fn until(mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(10) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f()
 }

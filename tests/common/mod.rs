@@ -304,6 +304,15 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// The processes (but this one) that run in it.
+    pub fn pids(&self) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(ns) = std::fs::metadata(format!("/run/netns/{}", self.name)) else { return Vec::new() };
+        pids_where(|p| std::fs::metadata(p.join("ns/net")).is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev()))
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         for c in &mut self.children {
@@ -312,12 +321,8 @@ impl Drop for Netns {
         }
         // Whatever else runs in it (a watcher a hook started, a daemon's child) would keep the
         // namespace, and its devices, alive after `ip netns del`.
-        use std::os::unix::fs::MetadataExt;
-        if let Ok(ns) = std::fs::metadata(format!("/run/netns/{}", self.name)) {
-            let same = |p: &Path| {
-                std::fs::metadata(p.join("ns/net")).is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
-            };
-            kill_where(same);
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
         }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }

@@ -14,6 +14,7 @@ mod probe;
 use super::{run, vpnfix_copy, Dockerd, Netns, TempDir, NEXT};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -122,6 +123,9 @@ impl Openvpn {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // A process group of its own, as a service manager gives it: a test can signal the
+            // whole group at once, as systemd stops `openvpn-client@`.
+            .process_group(0)
             .spawn()
             .expect("openvpn starts");
         Openvpn { child, log: log.to_path_buf(), dev: dev.to_string(), exited: false }
@@ -151,6 +155,21 @@ impl Openvpn {
     /// Sends a signal (`TERM`, `USR1`, …) by pid.
     pub fn signal(&self, sig: &str) {
         run(Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]));
+    }
+
+    /// Sends a signal to its whole process group (OpenVPN and whatever it started there).
+    pub fn signal_group(&self, sig: &str) {
+        run(Command::new("kill").args([&format!("-{sig}"), "--", &format!("-{}", self.child.id())]));
+    }
+
+    /// Waits (≤ 20 s) until OpenVPN has exited.
+    pub fn wait_exit(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "openvpn did not exit in 20 s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.exited = true;
     }
 
     /// SIGTERM, and waits (≤ 20 s) while OpenVPN runs route-pre-down and down and exits.
