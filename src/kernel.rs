@@ -313,45 +313,59 @@ pub struct Changed {
     /// Devices deleted (their names).
     pub links_gone: Vec<String>,
     /// Whether anything that can change a plan was said (or notifications were lost: read
-    /// everything again).
+    /// everything again). vpnfix's own routes are not in it: see `own_gone`.
     pub any: bool,
+    /// Routes of vpnfix's protocol deleted (their destinations): the watcher's own deletions,
+    /// or someone's `ip route del` of a route it still wants: only the record tells.
+    pub own_gone: Vec<IpNet>,
 }
 
 /// The kernel's link, neighbour and route notifications.
 pub struct Notifications {
     wire: wire::Events,
+    /// vpnfix's route protocol number: its own adds are not news.
+    proto: u8,
     /// The neighbours seen (device index, address): a neighbour's state changes (`REACHABLE`
     /// to `STALE` and back, on every timer) are not news, a new address on a bridge is.
     neighbours: std::collections::HashSet<(u32, IpAddr)>,
 }
 
 impl Notifications {
-    /// Subscribes in the calling thread's network namespace.
-    pub fn open() -> Result<Notifications, KernelError> {
+    /// Subscribes in the calling thread's network namespace; routes of protocol `proto` are
+    /// vpnfix's.
+    pub fn open(proto: u8) -> Result<Notifications, KernelError> {
         let wire = wire::Events::open().map_err(KernelError::Connect)?;
-        Ok(Notifications { wire, neighbours: Default::default() })
+        Ok(Notifications { wire, proto, neighbours: Default::default() })
     }
 
     /// Waits for the next notifications, at most `limit` (`None`: until some come).
     pub fn wait(&mut self, limit: Option<std::time::Duration>) -> Result<Changed, KernelError> {
         let msgs = self.wire.next(limit).map_err(|e| KernelError::Socket(WireError::Io(e)))?;
-        let Some(msgs) = msgs else { return Ok(Changed { links_gone: Vec::new(), any: true }) };
-        let links_gone = msgs.iter().filter(|m| m.kind == RTM_DELLINK).filter_map(|m| link(&m.body)).map(|l| l.name);
-        let links_gone = links_gone.collect();
-        let mut any = false;
+        let Some(msgs) = msgs else { return Ok(Changed { any: true, ..Changed::default() }) };
+        let mut c = Changed::default();
         for m in &msgs {
-            any |= self.news(m);
+            if m.kind == RTM_DELLINK {
+                c.links_gone.extend(link(&m.body).map(|l| l.name));
+            }
+            c.any |= self.news(m, &mut c.own_gone);
         }
-        Ok(Changed { links_gone, any })
+        Ok(c)
     }
 
-    /// Whether a notification can change a plan: every link's, every route's but those of
-    /// table local (the host's own addresses, which come with their link), and a neighbour's
-    /// when it is new or gone.
-    fn news(&mut self, m: &wire::Raw) -> bool {
+    /// Whether a notification can change a plan: every link's, every route's but vpnfix's own
+    /// (a deleted one goes to `own_gone`) and those of table local (the host's own addresses,
+    /// which come with their link), and a neighbour's when it is new or gone.
+    fn news(&mut self, m: &wire::Raw, own_gone: &mut Vec<IpNet>) -> bool {
         match m.kind {
             RTM_NEWROUTE | RTM_DELROUTE => {
-                RouteMessage::parse(&m.body).map_or(true, |r| table_of(&r) != u32::from(RT_TABLE_LOCAL))
+                let Ok(r) = RouteMessage::parse(&m.body) else { return true };
+                if u8::from(r.header.protocol) == self.proto {
+                    if m.kind == RTM_DELROUTE {
+                        own_gone.extend(parse::prefix(&r));
+                    }
+                    return false;
+                }
+                table_of(&r) != u32::from(RT_TABLE_LOCAL)
             }
             RTM_NEWNEIGH | RTM_DELNEIGH => {
                 let Ok(n) = NeighbourMessage::parse(&m.body) else { return true };

@@ -238,7 +238,9 @@ fn run_event(config: &Config, input: HookInput) -> Result<(), Error> {
             if config.watch && !config.dry_run && !matches!(done, Err(Error::NoTunnel(_))) && may_change_routes() {
                 super::watch::start(&dev);
             }
-            debug!("{}", done?);
+            // Not inside `debug!`: its arguments are evaluated only when debug is on.
+            let summary = done?;
+            debug!("{summary}");
             Ok(())
         }
         Some(Event::Disconnect) => disconnect(config, &input),

@@ -71,7 +71,7 @@ pub fn watch(args: &WatchArgs) -> Result<String, Error> {
     }
     let hosts = crate::docker::engine_hosts(config.docker_host.as_deref(), |p| p.exists());
     // Subscribed before the first reconcile: nothing that happens after it is missed.
-    let wakes = Wakes::start(dev, &hosts)?;
+    let wakes = Wakes::start(dev, &hosts, config.proto)?;
     if dir.read(dev)?.is_none() {
         return Err(Error::NoRecord(dev.to_string()));
     }
@@ -118,6 +118,9 @@ impl Watch<'_> {
             if let Some(sig) = b.stop {
                 return self.ending(wakes, sig);
             }
+            if !b.news && !self.wanted_gone(&b.own_gone) {
+                continue;
+            }
             if !self.lost.is_empty() {
                 debug!("engine(s) {:?} not back: nothing changed", self.lost);
                 continue;
@@ -126,6 +129,16 @@ impl Watch<'_> {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether a route of vpnfix's that was deleted is one the record still holds: deleted by
+    /// someone else (the watcher's own deletions left the record first).
+    fn wanted_gone(&self, gone: &[ipnet::IpNet]) -> bool {
+        if gone.is_empty() {
+            return false;
+        }
+        let recorded = self.dir.read(self.dev).ok().flatten().map(|s| s.routes).unwrap_or_default();
+        recorded.iter().any(|e| gone.contains(&e.route.dst))
     }
 
     /// Notes which engines broke and which came back.

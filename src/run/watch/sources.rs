@@ -30,6 +30,11 @@ pub(super) struct Burst {
     pub count: u64,
     /// Whether the tunnel device was deleted.
     pub gone: bool,
+    /// Whether anything was said that calls for a reconcile (the kernel's news, an engine's
+    /// change or return), vpnfix's own deleted routes aside.
+    pub news: bool,
+    /// vpnfix's routes deleted (by the watcher itself, or by hand: the record tells).
+    pub own_gone: Vec<ipnet::IpNet>,
     /// The engines' news, in order.
     pub engine: Vec<EngineEvent>,
     /// A signal asking the watcher to end.
@@ -58,8 +63,8 @@ impl Wakes {
     /// Subscribes to the kernel's notifications (before returning: nothing after this is
     /// missed), blocks the stop signals in every thread but the one that waits for them, and
     /// follows each engine of `hosts`.
-    pub(super) fn start(dev: &str, hosts: &[String]) -> Result<Wakes, crate::kernel::KernelError> {
-        let mut kernel = Notifications::open()?;
+    pub(super) fn start(dev: &str, hosts: &[String], proto: u8) -> Result<Wakes, crate::kernel::KernelError> {
+        let mut kernel = Notifications::open(proto)?;
         let signals = stop_signals();
         // Blocked here, before any thread starts: every thread inherits the mask, so only the
         // `sigwait` below ever takes them.
@@ -67,7 +72,7 @@ impl Wakes {
         let (tx, rx) = channel();
         spawn("vpnfix-kernel", &tx, move |tx| loop {
             let news = match kernel.wait(None) {
-                Ok(c) if c.any || !c.links_gone.is_empty() => Wake::Kernel(c),
+                Ok(c) if c.any || !c.links_gone.is_empty() || !c.own_gone.is_empty() => Wake::Kernel(c),
                 Ok(_) => continue,
                 Err(e) => Wake::Broken(crate::logging::chain(&e)),
             };
@@ -120,8 +125,15 @@ impl Wakes {
     fn add(&self, b: &mut Burst, w: Wake) {
         b.count += 1;
         match w {
-            Wake::Kernel(c) => b.gone |= c.links_gone.contains(&self.dev),
-            Wake::Engine(e) => b.engine.push(e),
+            Wake::Kernel(c) => {
+                b.gone |= c.links_gone.contains(&self.dev);
+                b.news |= c.any;
+                b.own_gone.extend(c.own_gone);
+            }
+            Wake::Engine(e) => {
+                b.news |= !matches!(e, EngineEvent::Lost { .. });
+                b.engine.push(e);
+            }
             Wake::Signal(s) => b.stop = Some(s),
             Wake::Broken(why) => b.broken = Some(why),
         }
