@@ -429,7 +429,10 @@ fn the_connect_hook_starts_one_detached_watcher_with_net_admin_alone() {
     let again = ns.vpnfix(&e, &[]);
     assert!(again.status.success(), "{}", stderr(&again));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let watchers = || common::pids_where(|p| common::cmdline_names(p, "watch") && common::cmdline_names(p, "tun0"));
+    let watchers = || -> Vec<String> {
+        let named = |p: &String| common::cmdline_names(&std::path::PathBuf::from(format!("/proc/{p}")), "watch");
+        ns.pids().into_iter().filter(named).collect()
+    };
     assert_eq!(watchers(), vec![pid.clone()], "one watcher per tunnel");
 
     ns.ip(&["link", "del", "tun0"]);

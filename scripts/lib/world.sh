@@ -64,6 +64,8 @@ cleanup() {
 		wait "$i" 2>/dev/null
 	done
 	for ((i = ${#CREATED_NS[@]} - 1; i >= 0; i--)); do
+		# Whatever still runs there (a watcher a hook started) would keep it and its devices alive.
+		ip netns pids "${CREATED_NS[i]}" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
 		ip netns del "${CREATED_NS[i]}" 2>/dev/null
 	done
 	for i in /sys/fs/cgroup/*/"$TAG" /sys/fs/cgroup/"$TAG"; do

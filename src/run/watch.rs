@@ -118,7 +118,17 @@ impl Watch<'_> {
             if let Some(sig) = b.stop {
                 return self.ending(wakes, sig);
             }
-            if !b.news && !self.wanted_gone(&b.own_gone) {
+            if !b.news && !b.own_gone.is_empty() {
+                // Only vpnfix's own routes went: the watcher's own deletions, someone's `ip route
+                // del` of a route still recorded, or the disconnect hook's (the record is gone).
+                let Some(recorded) = self.dir.read(self.dev)? else {
+                    info!("{}'s record was removed by its disconnect: the watch ends", self.dev);
+                    return Ok(());
+                };
+                if !recorded.routes.iter().any(|e| b.own_gone.contains(&e.route.dst)) {
+                    continue;
+                }
+            } else if !b.news {
                 continue;
             }
             if !self.lost.is_empty() {
@@ -129,16 +139,6 @@ impl Watch<'_> {
                 return Ok(());
             }
         }
-    }
-
-    /// Whether a route of vpnfix's that was deleted is one the record still holds: deleted by
-    /// someone else (the watcher's own deletions left the record first).
-    fn wanted_gone(&self, gone: &[ipnet::IpNet]) -> bool {
-        if gone.is_empty() {
-            return false;
-        }
-        let recorded = self.dir.read(self.dev).ok().flatten().map(|s| s.routes).unwrap_or_default();
-        recorded.iter().any(|e| gone.contains(&e.route.dst))
     }
 
     /// Notes which engines broke and which came back.
