@@ -52,10 +52,14 @@ pub enum Command {
         after_help = "Examples:\n  sudo vpnfix install\n  vpnfix install --dry-run\n  sudo vpnfix install --uninstall"
     )]
     Install(InstallArgs),
-    /// Keep the rule true while the tunnel is up: reconcile with its recorded pushes whenever the
-    /// kernel's links, neighbours or routes change, and remove every recorded route when the
-    /// tunnel goes (needs root; one watcher per tunnel).
-    #[command(after_help = "Example:\n  sudo vpnfix watch --dev tun0   (after a connect recorded tun0)")]
+    /// Keep the rule true while the tunnel is up: reconcile with its recorded pushes whenever a
+    /// container starts or stops, a network comes or goes (Docker's and Podman's events) or the
+    /// kernel's routes, links or neighbours change, and remove every recorded route when the
+    /// tunnel goes. The connect hook starts it by itself (VPNFIX_WATCH); as a service it waits
+    /// for the tunnel's connect. Needs root (it keeps CAP_NET_ADMIN alone); one per tunnel.
+    #[command(
+        after_help = "Examples:\n  sudo vpnfix watch --dev tun0\n  systemctl enable --now vpnfix-watch@tun0   (examples/systemd/vpnfix-watch@.service)"
+    )]
     Watch(WatchArgs),
     /// Propose the permanent fix: a free subnet for each local network a VPN route collides
     /// with, the compose `networks:` blocks, and a daemon.json whose address pools avoid the VPN.
@@ -94,7 +98,7 @@ pub struct SuggestArgs {
 /// `vpnfix watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The tunnel to keep watch over (it must have a record: connect first).
+    /// The tunnel to keep watch over (without a record yet, the watch waits for its connect).
     #[arg(long, value_name = "DEV", value_parser = ifname)]
     pub dev: String,
 }

@@ -338,7 +338,8 @@ fn the_watcher_follows_the_host_and_ends_with_the_tunnel() {
     require_root("the_watcher_follows_the_host");
     let ns = laptop(Pushed::Prepended);
     let state = TempDir::new("watch");
-    connect_and_check(&ns, &state, Pushed::Prepended);
+    std::fs::create_dir_all(state.path().join("state")).unwrap();
+    std::fs::set_permissions(state.path().join("state"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let log = state.path().join("watch.log");
     let mut e = common::own_config_and_syslog(&hook_env("", &state));
     e.retain(|(k, _)| k != "script_type");
@@ -353,6 +354,10 @@ fn the_watcher_follows_the_host_and_ends_with_the_tunnel() {
             .unwrap(),
     );
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Started before the connect (as a service is): it waits for the tunnel's record.
+    assert!(until(|| said().contains("waiting for tun0 to connect")), "{}", said());
+    assert!(watcher.0.try_wait().unwrap().is_none(), "{}", said());
+    connect_and_check(&ns, &state, Pushed::Prepended);
     assert!(until(|| said().contains("watching tun0")), "{}", said());
     ns.ip(&["neigh", "add", "172.20.9.9", "lladdr", "02:42:ac:14:09:09", "dev", "br-test", "nud", "permanent"]);
     assert!(until(|| ns.route_get("172.20.9.9") == "br-test"), "the new container is not kept: {}", said());

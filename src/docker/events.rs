@@ -30,6 +30,8 @@ pub enum EngineEvent {
         host: String,
         /// What changed, for the log.
         what: String,
+        /// Where a container's start is in it.
+        step: Step,
     },
     /// The stream broke: the engine's facts are unknown until it is `Up` again.
     Lost {
@@ -40,6 +42,22 @@ pub enum EngineEvent {
     },
 }
 
+/// Where a container's start is: a start joins the container's networks (`network connect`)
+/// before the container runs (`container start`), and the engine lists it, with its address,
+/// only once it runs. A watcher that sees a container `Starting` waits for it to be `Running`
+/// (or `Dead`) before it reads the engine again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Container (its id) joined a network: it is starting, or was connected while running.
+    Starting(String),
+    /// Container (its id) runs.
+    Running(String),
+    /// Container (its id) stopped.
+    Dead(String),
+    /// A network's own event, or a container's leaving one.
+    Other,
+}
+
 /// The actions that can put an address on a bridge, take one off, or make or remove a bridge:
 /// a container's `start` and `die`, a network's `create`, `destroy`, `connect` and
 /// `disconnect` (`docker events --filter`: values of one key are or-ed, keys and-ed).
@@ -48,15 +66,23 @@ const ACTIONS: [&str; 6] = ["start", "die", "create", "destroy", "connect", "dis
 /// The longest pause between attempts at a TCP engine.
 const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 
-/// Whether an event is one the watcher acts on (Podman's compatible stream may not filter).
-pub fn matters(e: &EventMessage) -> Option<String> {
+/// What an event says, when the watcher acts on it (Podman's compatible stream may not filter):
+/// a line for the log and the step of a container's start.
+pub fn matters(e: &EventMessage) -> Option<(String, Step)> {
     let typ = e.typ.map(|t| t.to_string())?;
     let action = e.action.as_deref()?;
-    let wanted = matches!((typ.as_str(), action), ("container", "start" | "die"))
-        || (typ == "network" && ACTIONS[2..].contains(&action));
-    let attrs = e.actor.as_ref().and_then(|a| a.attributes.as_ref());
-    let name = attrs.and_then(|a| a.get("name")).map_or("", String::as_str);
-    wanted.then(|| format!("{typ} {action} {name}").trim_end().to_string())
+    let actor = e.actor.as_ref();
+    let attr = |k: &str| actor.and_then(|a| a.attributes.as_ref()?.get(k).cloned());
+    let id = actor.and_then(|a| a.id.clone()).unwrap_or_default();
+    let step = match (typ.as_str(), action) {
+        ("container", "start") => Step::Running(id),
+        ("container", "die") => Step::Dead(id),
+        ("network", "connect") => Step::Starting(attr("container").unwrap_or_default()),
+        ("network", "create" | "destroy" | "disconnect") => Step::Other,
+        _ => return None,
+    };
+    let what = format!("{typ} {action} {}", attr("name").unwrap_or_default());
+    Some((what.trim_end().to_string(), step))
 }
 
 /// Follows the engine at `host` for as long as `send` accepts what it says (`false`: the
@@ -132,8 +158,8 @@ async fn stream(host: &str, send: &impl Fn(EngineEvent) -> bool) -> Ended {
     while let Some(e) = events.next().await {
         match e {
             Ok(e) => {
-                if let Some(what) = matters(&e) {
-                    if !send(EngineEvent::Changed { host: host.into(), what }) {
+                if let Some((what, step)) = matters(&e) {
+                    if !send(EngineEvent::Changed { host: host.into(), what, step }) {
                         return Ended::Receiver;
                     }
                 }
@@ -183,9 +209,13 @@ mod tests {
     #[test]
     fn only_events_that_move_addresses_or_bridges_matter() {
         let start = event(r#"{"Type":"container","Action":"start","Actor":{"ID":"ab","Attributes":{"name":"web"}}}"#);
-        assert_eq!(matters(&start).as_deref(), Some("container start web"));
+        assert_eq!(matters(&start), Some(("container start web".into(), Step::Running("ab".into()))));
+        let connect = event(
+            r#"{"Type":"network","Action":"connect","Actor":{"ID":"n1","Attributes":{"container":"ab","name":"n"}}}"#,
+        );
+        assert_eq!(matters(&connect), Some(("network connect n".into(), Step::Starting("ab".into()))));
         let create = event(r#"{"Type":"network","Action":"create","Actor":{"ID":"cd","Attributes":{"name":"n1"}}}"#);
-        assert_eq!(matters(&create).as_deref(), Some("network create n1"));
+        assert_eq!(matters(&create), Some(("network create n1".into(), Step::Other)));
         for quiet in [
             r#"{"Type":"container","Action":"create"}"#,
             r#"{"Type":"container","Action":"exec_start: sh"}"#,

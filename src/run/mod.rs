@@ -44,9 +44,6 @@ pub enum Error {
     /// The output could not be serialized.
     #[error("cannot render JSON")]
     Json(#[from] serde_json::Error),
-    /// `watch` was asked for a tunnel vpnfix has no record of.
-    #[error("no record of {0}: connect first (the record holds the pushes to keep)")]
-    NoRecord(String),
     /// The hook environment names its tunnel wrongly.
     #[error("{0}")]
     HookEnv(String),

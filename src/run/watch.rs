@@ -19,7 +19,7 @@ use crate::kernel::Kernel;
 use crate::net::Tunnel;
 use crate::state::{StateDir, Watcher};
 use log::{debug, info, warn};
-use sources::{Burst, Wakes};
+use sources::{Burst, Pace, Wakes, CALM};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -69,16 +69,27 @@ pub fn watch(args: &WatchArgs) -> Result<String, Error> {
         Ok(_) => {}
         Err(e) => warn!("{e}; watching with the privileges it has"),
     }
+    if dir.read(dev)?.is_none() {
+        // Run as a service (vpnfix-watch@DEV): the watch begins when the tunnel connects.
+        info!("waiting for {dev} to connect (its record in {})", dir.path().display());
+        dir.wait_for_record(dev)?;
+    }
     let hosts = crate::docker::engine_hosts(config.docker_host.as_deref(), |p| p.exists());
     // Subscribed before the first reconcile: nothing that happens after it is missed.
-    let wakes = Wakes::start(dev, &hosts, config.proto)?;
-    if dir.read(dev)?.is_none() {
-        return Err(Error::NoRecord(dev.to_string()));
-    }
-    let mut w = Watch { config, dir, dev, record: Watcher::default(), lost: BTreeSet::new(), said: Said::new() };
+    let mut wakes = Wakes::start(dev, &hosts, config.proto)?;
+    let mut w = Watch {
+        config,
+        dir,
+        dev,
+        record: Watcher::default(),
+        lost: BTreeSet::new(),
+        said: Said::new(),
+        last_reconcile: Instant::now(),
+        storm: 0,
+    };
     w.record = Watcher { pid: std::process::id(), since: now(), ..Watcher::default() };
     info!("watching {dev} (pid {}): its routes follow the host's changes until it goes", w.record.pid);
-    let end = w.run(&wakes);
+    let end = w.run(&mut wakes);
     let _ = w.dir.remove_watcher(dev);
     end.map(|()| String::new())
 }
@@ -94,16 +105,31 @@ struct Watch<'a> {
     lost: BTreeSet<String>,
     /// The plan's notes already said.
     said: Said,
+    /// When the last reconcile ended.
+    last_reconcile: Instant,
+    /// How many reconciles the news has cost since it was last calm.
+    storm: u32,
 }
 
 impl Watch<'_> {
-    fn run(&mut self, wakes: &Wakes) -> Result<(), Error> {
-        if !self.keep() {
+    fn run(&mut self, wakes: &mut Wakes) -> Result<(), Error> {
+        if !self.keep(None) {
             return Ok(());
         }
         loop {
-            let b = wakes.burst();
+            let (last, storm) = (self.last_reconcile, self.storm);
+            let b = wakes.burst(|first| match first.duration_since(last) < CALM {
+                true => Pace::storm(storm),
+                false => Pace::calm(),
+            });
             self.record.events += b.count;
+            debug!(
+                "news: {} item(s){}{}, {} own route(s) gone",
+                b.count,
+                if b.news { ", calling for a reconcile" } else { "" },
+                b.why.iter().map(|w| format!("; {w}")).collect::<String>(),
+                b.own_gone.len()
+            );
             self.engines(&b);
             if let Some(why) = b.broken {
                 warn!(
@@ -135,7 +161,7 @@ impl Watch<'_> {
                 debug!("engine(s) {:?} not back: nothing changed", self.lost);
                 continue;
             }
-            if !self.keep() {
+            if !self.keep(b.first) {
                 return Ok(());
             }
         }
@@ -152,15 +178,20 @@ impl Watch<'_> {
                 EngineEvent::Up { host } if self.lost.remove(host) => {
                     info!("the engine at {host} is back: reading everything again")
                 }
-                EngineEvent::Changed { host, what } => debug!("{host}: {what}"),
+                EngineEvent::Changed { host, what, .. } => debug!("{host}: {what}"),
                 _ => {}
             }
         }
     }
 
-    /// One reconcile; whether the watch goes on (the record is there).
-    fn keep(&mut self) -> bool {
-        match keep_recorded(&self.config, self.dev, &mut self.said) {
+    /// One reconcile for news that began at `first` (`None`: the watch's start); whether the
+    /// watch goes on (the record is there).
+    fn keep(&mut self, first: Option<Instant>) -> bool {
+        let calm = first.is_none_or(|f| f.saturating_duration_since(self.last_reconcile) >= CALM);
+        self.storm = if calm { 1 } else { self.storm + 1 };
+        let kept = keep_recorded(&self.config, self.dev, &mut self.said);
+        self.last_reconcile = Instant::now();
+        match kept {
             Ok(Kept::Reconciled(changed)) => {
                 self.record.reconciles += 1;
                 if changed > 0 {
@@ -199,7 +230,7 @@ impl Watch<'_> {
     /// Asked to stop (a supervisor's SIGTERM reaches the whole group or cgroup, OpenVPN's too):
     /// nothing more is changed; if the tunnel goes within [`ENDING`], its routes go with it,
     /// else they stay (the tunnel still needs them) for its disconnect or `vpnfix cleanup`.
-    fn ending(&self, wakes: &Wakes, sig: nix::sys::signal::Signal) -> Result<(), Error> {
+    fn ending(&self, wakes: &mut Wakes, sig: nix::sys::signal::Signal) -> Result<(), Error> {
         info!("{sig}: the watch of {} ends; its routes go if it goes within {} s", self.dev, ENDING.as_secs());
         let deadline = Instant::now() + ENDING;
         loop {

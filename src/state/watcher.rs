@@ -59,6 +59,24 @@ impl StateDir {
         serde_json::from_slice(&fs::read(self.file(tunnel, "watcher")).ok()?).ok()
     }
 
+    /// Waits until the tunnel has a record (its connect ran): inotify on the directory, which
+    /// the record's atomic rename into place wakes. For `vpnfix watch` run as a service before
+    /// the VPN connects.
+    pub fn wait_for_record(&self, tunnel: &str) -> Result<(), StateError> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let io = |source: nix::errno::Errno| StateError::Io {
+            what: "watch",
+            path: self.path.clone(),
+            source: source.into(),
+        };
+        let ino = Inotify::init(InitFlags::IN_CLOEXEC).map_err(io)?;
+        ino.add_watch(&self.path, AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE).map_err(io)?;
+        while !self.file(tunnel, "json").exists() {
+            ino.read_events().map_err(io)?;
+        }
+        Ok(())
+    }
+
     /// Removes a tunnel's watcher record (absent is fine).
     pub fn remove_watcher(&self, tunnel: &str) -> Result<(), StateError> {
         let path = self.file(tunnel, "watcher");
