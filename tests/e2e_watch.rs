@@ -9,7 +9,7 @@ mod common;
 
 use common::e2e::*;
 use common::ovpn::{own_routes, SiteSpec, World};
-use common::{env, require_root, stderr, stdout};
+use common::{env, require_root, stderr, stdout, until};
 use std::time::Instant;
 
 /// A second push, with no local network in it at connect.

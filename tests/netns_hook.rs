@@ -7,7 +7,7 @@
 mod common;
 
 use common::laptop::{laptop, Pushed};
-use common::{env, require_root, stderr, stdout, Netns, TempDir};
+use common::{env, require_root, stderr, stdout, until, Netns, TempDir};
 
 /// The captured route-up environment (OpenVPN 2.6.14), adapted to this tunnel and push.
 fn hook_env(script_type: &str, state: &TempDir) -> Vec<(String, String)> {
@@ -382,18 +382,6 @@ impl Drop for Watcher {
     }
 }
 
-/// Whether `f` holds within 5 seconds (asked every 20 ms).
-fn until(mut f: impl FnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(5) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    f()
-}
-
 /// The connect hook starts the watcher by itself: detached (a process group of its own, no
 /// stdin, stdout or stderr of the hook's), holding CAP_NET_ADMIN alone, shown by `status`, one
 /// per tunnel however often route-up runs; it keeps the rule and ends with the tunnel.
@@ -434,10 +422,7 @@ fn the_connect_hook_starts_one_detached_watcher_with_net_admin_alone() {
     let again = ns.vpnfix(&e, &[]);
     assert!(again.status.success(), "{}", stderr(&again));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let watchers = || -> Vec<String> {
-        let named = |p: &String| common::cmdline_names(&std::path::PathBuf::from(format!("/proc/{p}")), "watch");
-        ns.pids().into_iter().filter(named).collect()
-    };
+    let watchers = || common::watchers_in(&ns);
     assert_eq!(watchers(), vec![pid.clone()], "one watcher per tunnel");
 
     ns.ip(&["link", "del", "tun0"]);

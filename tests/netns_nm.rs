@@ -6,7 +6,7 @@
 mod common;
 
 use common::laptop::{laptop, Pushed};
-use common::{env, require_root, stderr, stdout, Netns, TempDir};
+use common::{env, require_root, stderr, stdout, until, Netns, TempDir};
 
 fn nm_env(action: &str, state: &TempDir, with_routes: bool) -> Vec<(String, String)> {
     let mut e = env(&[
@@ -138,4 +138,36 @@ fn vpn_down_after_the_vpn_died_finds_the_record_by_connection() {
     let now = ns.table();
     assert!(!now.contains("172.20.2.10"), "{now}");
     assert!(before.contains("br-test") && !before.contains("\"proto\":\"86\""));
+}
+
+/// The VPN dies under NetworkManager and no dispatcher script runs after it at all: the watcher
+/// vpn-up started (which outlived the dispatcher's script) removes the bridge-side route and the
+/// record by itself when tun0 goes.
+#[test]
+#[ignore = "needs root"]
+fn the_watcher_vpn_up_started_cleans_up_when_the_vpn_dies_whatever_the_hooks_say() {
+    require_root("nm the_watcher_vpn_up_started_cleans_up");
+    let ns = laptop(Pushed::Absent);
+    let state = TempDir::new("nm-watch");
+    ns.ip(&["neigh", "add", "172.20.2.10", "lladdr", "02:42:ac:14:02:0a", "dev", "br-test", "nud", "permanent"]);
+    let before = ns.table();
+    ns.ip(&["route", "add", "172.20.2.0/24", "via", "10.0.1.66", "dev", "tun0", "metric", "50"]);
+    let mut up = nm_env("vpn-up", &state, false);
+    up.retain(|(k, _)| k != "VPN_IP4_NUM_ROUTES");
+    up.extend(env(&[
+        ("VPN_IP4_ROUTE_0", "172.20.2.0/24 10.0.1.66 50"),
+        ("VPN_IP4_NUM_ROUTES", "1"),
+        ("VPNFIX_WATCH", "true"),
+    ]));
+    let out = ns.vpnfix(&up, &["tun0", "vpn-up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ns.route_get("172.20.2.10"), "br-test", "{}", stderr(&out));
+    let watchers = || common::watchers_in(&ns).len();
+    assert!(until(|| watchers() == 1), "vpn-up started no watcher: {}", stderr(&out));
+    ns.ip(&["link", "del", "tun0"]);
+    assert!(until(|| watchers() == 0), "the watcher outlived tun0");
+    assert_eq!(ns.ip(&["route", "show", "proto", "86"]), "", "the bridge-side route is gone");
+    assert!(!state.path().join("state/tun0.json").exists(), "and the record with it");
+    assert!(!ns.table().contains("172.20.2.10"), "{}", ns.table());
+    assert!(before.contains("br-test"));
 }

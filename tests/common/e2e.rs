@@ -4,7 +4,6 @@
 
 use super::ovpn::{own_routes, Openvpn, SiteSpec, World};
 use super::SEED_VPN;
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// The seed push and the office host behind it.
@@ -211,21 +210,5 @@ pub fn watcher_log(w: &World) -> String {
 
 /// The pids of the watchers running in the laptop's namespace.
 pub fn watchers(w: &World) -> Vec<String> {
-    w.laptop
-        .pids()
-        .into_iter()
-        .filter(|p| super::cmdline_names(&PathBuf::from(format!("/proc/{p}")), "watch"))
-        .collect()
-}
-
-/// Whether `f` holds within 10 seconds (asked every 20 ms).
-pub fn until(mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(10) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    f()
+    super::watchers_in(&w.laptop)
 }

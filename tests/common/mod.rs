@@ -342,3 +342,21 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Whether `f` holds within 10 seconds (asked every 20 ms): for what another process (a
+/// watcher, an engine) does in its own time.
+pub fn until(mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(10) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f()
+}
+
+/// The pids of the watchers (`vpnfix watch`) running in `ns`.
+pub fn watchers_in(ns: &Netns) -> Vec<String> {
+    ns.pids().into_iter().filter(|p| cmdline_names(&PathBuf::from(format!("/proc/{p}")), "watch")).collect()
+}
