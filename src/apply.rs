@@ -88,6 +88,8 @@ pub struct Vpn<'a> {
     pub pushes: &'a [Push],
     /// NetworkManager's connection UUID, if the VPN came from there.
     pub connection: Option<&'a str>,
+    /// The tunnel as the hook described it.
+    pub device: Option<&'a crate::net::Tunnel>,
 }
 
 /// What a connect did.
@@ -134,6 +136,7 @@ pub fn reconcile<K: Netlink>(
         pushes: vpn.pushes.to_vec(),
         routes: Vec::new(),
         connection: vpn.connection.map(str::to_string),
+        device: vpn.device.cloned(),
     };
     state.routes.extend(changes.keep.iter().map(|r| entry(r, status_of(r))));
     state.routes.extend(changes.add.iter().map(|i| entry(&wanted[*i], Status::Pending)));

@@ -63,6 +63,17 @@ pub enum DockerError {
     },
 }
 
+impl DockerError {
+    /// The address of the engine that did not answer.
+    pub fn host(&self) -> &str {
+        match self {
+            DockerError::Connect { host, .. }
+            | DockerError::Request { host, .. }
+            | DockerError::Timeout { host, .. } => host,
+        }
+    }
+}
+
 /// One engine's answer: which engine it is and its networks as `docker network inspect`
 /// describes them (Podman's with the bridge name its own API gives, see [`EngineNetwork`]).
 #[derive(Debug)]

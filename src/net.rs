@@ -376,7 +376,7 @@ impl fmt::Display for DockerNetwork {
 }
 
 /// Whether the VPN device carries IP packets (tun) or Ethernet frames (tap).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum TunnelKind {
     /// Layer 3: routes need no gateway.
@@ -387,7 +387,8 @@ pub enum TunnelKind {
 }
 
 /// The VPN device and what the VPN told about it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Tunnel {
     /// Device name (`tun0`).
     pub dev: String,

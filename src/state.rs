@@ -104,6 +104,10 @@ pub struct State {
     /// The VPN connection's identity, where its source gives one (NetworkManager's UUID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
+    /// The tunnel as the connect hook described it (tun or tap, its gateways): the watcher and
+    /// `status` plan with it, so a tap tunnel's routes keep their gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::net::Tunnel>,
 }
 
 impl State {
@@ -309,6 +313,7 @@ mod tests {
             routes: vec![Entry { route: spec("172.20.1.0/24"), status: Status::Pending }],
             pushes: vec![],
             connection: Some("6f0e3a56-0000-4000-8000-00000000a002".into()),
+            device: None,
         };
         dir.write(&s).unwrap();
         assert_eq!(dir.read("tun0").unwrap(), Some(s));

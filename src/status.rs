@@ -60,11 +60,9 @@ pub fn status(state: &State, host: &Host, config: &Config, watcher: Option<Watch
         .map(|e| RouteStatus { route: e.route.clone(), status: e.status, in_kernel: in_kernel(&e.route) })
         .collect();
     let device_present = host.links.iter().any(|l| l.name == state.tunnel);
-    let input = HookInput {
-        tunnel: crate::net::Tunnel { dev: state.tunnel.clone(), ..Default::default() },
-        pushes: state.pushes.clone(),
-        ..HookInput::default()
-    };
+    let recorded = state.device.clone().filter(|t| t.dev == state.tunnel);
+    let tunnel = recorded.unwrap_or(crate::net::Tunnel { dev: state.tunnel.clone(), ..Default::default() });
+    let input = HookInput { tunnel, pushes: state.pushes.clone(), ..HookInput::default() };
     let live = host.facts(input);
     let p = plan::plan(&live, config);
     let missing: Vec<RouteSpec> = if device_present {

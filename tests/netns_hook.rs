@@ -434,3 +434,46 @@ fn the_connect_hook_starts_one_detached_watcher_with_net_admin_alone() {
 fn own_state(state: &TempDir) -> Vec<(String, String)> {
     vec![("VPNFIX_STATE_DIR".into(), state.path().join("state").display().to_string())]
 }
+
+/// A tap tunnel's routes need its gateway: the watcher plans with the tunnel the connect
+/// recorded, so the routes it adds later carry `via` too, and the ones it keeps stay as they are.
+#[test]
+#[ignore = "needs root"]
+fn the_watcher_of_a_tap_tunnel_keeps_its_gateway() {
+    require_root("the_watcher_of_a_tap_tunnel_keeps_its_gateway");
+    let ns = laptop(Pushed::Absent);
+    let state = TempDir::new("tapwatch");
+    let mut tap = ns.cmd("ip");
+    tap.args(["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    common::run(&mut tap);
+    ns.ip(&["addr", "add", "10.77.0.2/24", "dev", "tap0"]);
+    ns.ip(&["link", "set", "tap0", "up"]);
+    let se = state.path().join("state").display().to_string();
+    let e = env(&[
+        ("script_type", "route-up"),
+        ("dev", "tap0"),
+        ("dev_type", "tap"),
+        ("ifconfig_local", "10.77.0.2"),
+        ("ifconfig_netmask", "255.255.255.0"),
+        ("route_vpn_gateway", "10.77.0.1"),
+        ("route_network_1", "172.20.0.0"),
+        ("route_netmask_1", "255.255.0.0"),
+        ("VPNFIX_STATE_DIR", &se),
+        ("DOCKER_HOST", "unix:///x"),
+        ("VPNFIX_WATCH", "true"),
+    ]);
+    let out = ns.vpnfix(&e, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let via = |ns: &Netns| ns.ip(&["route", "show", "proto", "86", "dev", "tap0"]);
+    let before = via(&ns);
+    assert!(before.lines().count() >= 8 && before.lines().all(|l| l.contains("via 10.77.0.1")), "{before}");
+    assert!(until(|| common::watchers_in(&ns).len() == 1), "no watcher: {}", stderr(&out));
+    ns.ip(&["neigh", "add", "172.20.9.9", "lladdr", "02:42:ac:14:09:09", "dev", "br-test", "nud", "permanent"]);
+    assert!(until(|| ns.route_get("172.20.9.9") == "br-test"), "the new address is not kept");
+    let after = via(&ns);
+    assert!(after.lines().all(|l| l.contains("via 10.77.0.1")), "a route lost its gateway:\n{after}");
+    assert_ne!(after, before, "the watcher split a tunnel route around 172.20.9.9");
+    ns.ip(&["link", "del", "tap0"]);
+    assert!(until(|| common::watchers_in(&ns).is_empty()), "the watcher outlived tap0");
+    assert_eq!(ns.ip(&["route", "show", "proto", "86"]), "");
+}

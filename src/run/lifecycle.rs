@@ -107,7 +107,7 @@ fn reconcile_locked(
             info!("{n}");
         }
     }
-    let vpn = apply::Vpn { pushes: &g.pushes, connection };
+    let vpn = apply::Vpn { pushes: &g.pushes, connection, device: Some(&g.tunnel) };
     Ok(apply::reconcile(k, dir, &p, &vpn, &g.routes, &g.links, config.proto)?)
 }
 
@@ -128,21 +128,24 @@ pub(super) enum Kept {
 
 /// The watcher's reconcile: under the tunnel's lock, the tunnel's record (its pushes, as the
 /// connect hook recorded them; none when a disconnect has run meanwhile), a fresh gather, and
-/// only the difference applied. Nothing is changed while an engine that was asked is silent.
-pub(super) fn keep_recorded(config: &Config, dev: &str, said: &mut Said) -> Result<Kept, Error> {
+/// only the difference applied. Nothing is changed while an engine of `up` (whose event stream
+/// is up: it should answer) is silent; an engine that never answered is planned without.
+pub(super) fn keep_recorded(
+    config: &Config,
+    dev: &str,
+    said: &mut Said,
+    up: &std::collections::BTreeSet<String>,
+) -> Result<Kept, Error> {
     let k = Kernel::connect()?;
     let dir = StateDir::open(&config.state_dir)?;
     let _lock = dir.lock(dev)?;
     let Some(state) = dir.read(dev)? else { return Ok(Kept::NoRecord) };
     let g = super::gather_all(&k, config)?;
-    if let Some(e) = g.silent.first() {
+    if let Some(e) = g.silent.iter().find(|e| up.contains(e.host())) {
         return Ok(Kept::Held(chain(e)));
     }
-    let input = HookInput {
-        tunnel: Tunnel { dev: dev.to_string(), ..Tunnel::default() },
-        pushes: state.pushes,
-        ..HookInput::default()
-    };
+    let tunnel = state.device.filter(|t| t.dev == dev).unwrap_or(Tunnel { dev: dev.to_string(), ..Tunnel::default() });
+    let input = HookInput { tunnel, pushes: state.pushes, ..HookInput::default() };
     let facts = g.host.into_facts(input);
     let done = reconcile_locked(&k, &dir, config, &facts, state.connection.as_deref(), said)?;
     Ok(Kept::Reconciled(done.added + done.removed))

@@ -84,6 +84,7 @@ pub fn watch(args: &WatchArgs) -> Result<String, Error> {
         record: Watcher::default(),
         lost: BTreeSet::new(),
         said: Said::new(),
+        up: BTreeSet::new(),
         last_reconcile: Instant::now(),
         storm: 0,
     };
@@ -105,6 +106,8 @@ struct Watch<'a> {
     lost: BTreeSet<String>,
     /// The plan's notes already said.
     said: Said,
+    /// The engines whose event stream is up: each should answer a gather.
+    up: BTreeSet<String>,
     /// When the last reconcile ended.
     last_reconcile: Instant,
     /// How many reconciles the news has cost since it was last calm.
@@ -171,12 +174,19 @@ impl Watch<'_> {
     fn engines(&mut self, b: &Burst) {
         for e in &b.engine {
             match e {
-                EngineEvent::Lost { host, why } if self.lost.insert(host.clone()) => warn!(
-                    "the events of the engine at {host} stopped ({why}); {}'s routes stay as they are until it is back",
-                    self.dev
-                ),
+                EngineEvent::Lost { host, why } if self.lost.insert(host.clone()) => {
+                    self.up.remove(host);
+                    warn!(
+                        "the events of the engine at {host} stopped ({why}); {}'s routes stay as they are until it is back",
+                        self.dev
+                    )
+                }
                 EngineEvent::Up { host } if self.lost.remove(host) => {
+                    self.up.insert(host.clone());
                     info!("the engine at {host} is back: reading everything again")
+                }
+                EngineEvent::Up { host } => {
+                    self.up.insert(host.clone());
                 }
                 EngineEvent::Changed { host, what, .. } => debug!("{host}: {what}"),
                 _ => {}
@@ -189,7 +199,7 @@ impl Watch<'_> {
     fn keep(&mut self, first: Option<Instant>) -> bool {
         let calm = first.is_none_or(|f| f.saturating_duration_since(self.last_reconcile) >= CALM);
         self.storm = if calm { 1 } else { self.storm + 1 };
-        let kept = keep_recorded(&self.config, self.dev, &mut self.said);
+        let kept = keep_recorded(&self.config, self.dev, &mut self.said, &self.up);
         self.last_reconcile = Instant::now();
         match kept {
             Ok(Kept::Reconciled(changed)) => {
