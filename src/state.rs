@@ -215,9 +215,14 @@ impl StateDir {
 
     /// Writes a tunnel's state atomically ([`crate::fsutil::atomic_write`]), mode 0600.
     pub fn write(&self, state: &State) -> Result<(), StateError> {
-        let path = self.file(&state.tunnel, "json");
-        let tmp = self.file(&state.tunnel, "json.tmp");
-        let json = serde_json::to_vec_pretty(state).expect("state serializes");
+        self.write_json(&state.tunnel, "json", state)
+    }
+
+    /// Writes `TUNNEL.EXT` as JSON, atomically, mode 0600.
+    fn write_json(&self, tunnel: &str, ext: &str, value: &impl Serialize) -> Result<(), StateError> {
+        let path = self.file(tunnel, ext);
+        let tmp = self.file(tunnel, &format!("{ext}.tmp"));
+        let json = serde_json::to_vec_pretty(value).expect("vpnfix's records serialize");
         let how = crate::fsutil::How { mode: 0o600, root_owned: false, exclusive: false };
         crate::fsutil::atomic_write(&path, &tmp, &json, how).map_err(|source| StateError::Io {
             what: "write",
@@ -228,7 +233,12 @@ impl StateDir {
 
     /// Removes a tunnel's state (absent is fine).
     pub fn remove(&self, tunnel: &str) -> Result<(), StateError> {
-        let path = self.file(tunnel, "json");
+        self.remove_file(tunnel, "json")
+    }
+
+    /// Removes `TUNNEL.EXT` (absent is fine).
+    fn remove_file(&self, tunnel: &str, ext: &str) -> Result<(), StateError> {
+        let path = self.file(tunnel, ext);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

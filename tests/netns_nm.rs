@@ -104,6 +104,27 @@ fn vpn_down_alone_cleans_up_from_the_state() {
     assert_eq!(ns.table(), before);
 }
 
+/// A container at 172.20.2.10 and NetworkManager's pushed 172.20.2.0/24, which wins by length:
+/// `vpn-up` (with `VPNFIX_WATCH` set to `watch`) gives the container's address a route of vpnfix's on the
+/// bridge. Returns the table before the VPN came.
+fn up_over_a_container(ns: &Netns, state: &TempDir, watch: &str) -> String {
+    ns.ip(&["neigh", "add", "172.20.2.10", "lladdr", "02:42:ac:14:02:0a", "dev", "br-test", "nud", "permanent"]);
+    let before = ns.table();
+    ns.ip(&["route", "add", "172.20.2.0/24", "via", "10.0.1.66", "dev", "tun0", "metric", "50"]);
+    let mut up = nm_env("vpn-up", state, false);
+    up.retain(|(k, _)| k != "VPN_IP4_NUM_ROUTES");
+    up.extend(env(&[
+        ("VPN_IP4_ROUTE_0", "172.20.2.0/24 10.0.1.66 50"),
+        ("VPN_IP4_NUM_ROUTES", "1"),
+        ("VPNFIX_WATCH", watch),
+    ]));
+    let out = ns.vpnfix(&up, &["tun0", "vpn-up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ns.route_get("172.20.2.10"), "br-test", "{}", stderr(&out));
+    assert!(ns.ip(&["route", "show", "proto", "86"]).contains("172.20.2.10 dev br-test"));
+    before
+}
+
 /// The VPN dies under NetworkManager (openvpn killed, server gone): its tunnel goes with the
 /// routes on it, no `vpn-pre-down` comes, and `vpn-down` names the *parent* device and carries
 /// no `VPN_*` at all (../shared/fixtures/networkmanager-1.42/vpn-down-after-openvpn-died.env).
@@ -112,20 +133,8 @@ fn vpn_down_alone_cleans_up_from_the_state() {
 #[ignore = "needs root"]
 fn vpn_down_after_the_vpn_died_finds_the_record_by_connection() {
     require_root("nm vpn_down_after_the_vpn_died");
-    let ns = laptop(Pushed::Absent);
-    let state = TempDir::new("nm-died");
-    // A container at 172.20.2.10 and a pushed 172.20.2.0/24: the push wins by length, so the
-    // container's address needs a route of vpnfix's on the bridge.
-    ns.ip(&["neigh", "add", "172.20.2.10", "lladdr", "02:42:ac:14:02:0a", "dev", "br-test", "nud", "permanent"]);
-    let before = ns.table();
-    ns.ip(&["route", "add", "172.20.2.0/24", "via", "10.0.1.66", "dev", "tun0", "metric", "50"]);
-    let mut up = nm_env("vpn-up", &state, false);
-    up.retain(|(k, _)| k != "VPN_IP4_NUM_ROUTES");
-    up.extend(env(&[("VPN_IP4_ROUTE_0", "172.20.2.0/24 10.0.1.66 50"), ("VPN_IP4_NUM_ROUTES", "1")]));
-    let out = ns.vpnfix(&up, &["tun0", "vpn-up"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(ns.route_get("172.20.2.10"), "br-test", "{}", stderr(&out));
-    assert!(ns.ip(&["route", "show", "proto", "86"]).contains("172.20.2.10 dev br-test"));
+    let (ns, state) = (laptop(Pushed::Absent), TempDir::new("nm-died"));
+    let before = up_over_a_container(&ns, &state, "false");
     // OpenVPN dies: tun0 and its routes go; NetworkManager then runs vpn-down on the parent.
     ns.ip(&["link", "del", "tun0"]);
     let mut down = nm_env("vpn-down", &state, false);
@@ -147,23 +156,10 @@ fn vpn_down_after_the_vpn_died_finds_the_record_by_connection() {
 #[ignore = "needs root"]
 fn the_watcher_vpn_up_started_cleans_up_when_the_vpn_dies_whatever_the_hooks_say() {
     require_root("nm the_watcher_vpn_up_started_cleans_up");
-    let ns = laptop(Pushed::Absent);
-    let state = TempDir::new("nm-watch");
-    ns.ip(&["neigh", "add", "172.20.2.10", "lladdr", "02:42:ac:14:02:0a", "dev", "br-test", "nud", "permanent"]);
-    let before = ns.table();
-    ns.ip(&["route", "add", "172.20.2.0/24", "via", "10.0.1.66", "dev", "tun0", "metric", "50"]);
-    let mut up = nm_env("vpn-up", &state, false);
-    up.retain(|(k, _)| k != "VPN_IP4_NUM_ROUTES");
-    up.extend(env(&[
-        ("VPN_IP4_ROUTE_0", "172.20.2.0/24 10.0.1.66 50"),
-        ("VPN_IP4_NUM_ROUTES", "1"),
-        ("VPNFIX_WATCH", "true"),
-    ]));
-    let out = ns.vpnfix(&up, &["tun0", "vpn-up"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(ns.route_get("172.20.2.10"), "br-test", "{}", stderr(&out));
+    let (ns, state) = (laptop(Pushed::Absent), TempDir::new("nm-watch"));
+    let before = up_over_a_container(&ns, &state, "true");
     let watchers = || common::watchers_in(&ns).len();
-    assert!(until(|| watchers() == 1), "vpn-up started no watcher: {}", stderr(&out));
+    assert!(until(|| watchers() == 1), "vpn-up started no watcher");
     ns.ip(&["link", "del", "tun0"]);
     assert!(until(|| watchers() == 0), "the watcher outlived tun0");
     assert_eq!(ns.ip(&["route", "show", "proto", "86"]), "", "the bridge-side route is gone");

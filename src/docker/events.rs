@@ -133,7 +133,7 @@ enum Ended {
     NoAnswer(String),
 }
 
-/// One life of the stream: the engine is pinged (so `Up` means it serves), then its events are
+/// One life of the stream: the engine is asked for its networks (so `Up` means it serves), then its events are
 /// followed from just before the ping (Docker replays them from its buffer: none is lost
 /// between the gather `Up` causes and the stream's start).
 async fn stream(host: &str, send: &impl Fn(EngineEvent) -> bool) -> Ended {
@@ -142,7 +142,9 @@ async fn stream(host: &str, send: &impl Fn(EngineEvent) -> bool) -> Ended {
         Err(e) => return Ended::NoAnswer(e.to_string()),
     };
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    if let Err(e) = docker.ping().await {
+    // The network list a gather asks anyway (no other request's code in the binary): it
+    // answers once the engine serves.
+    if let Err(e) = docker.list_networks(None::<bollard::query_parameters::ListNetworksOptions>).await {
         return Ended::NoAnswer(crate::logging::chain(&e));
     }
     if !send(EngineEvent::Up { host: host.into() }) {

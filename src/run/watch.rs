@@ -127,10 +127,10 @@ impl Watch<'_> {
             });
             self.record.events += b.count;
             debug!(
-                "news: {} item(s){}{}, {} own route(s) gone",
+                "news: {} item(s){}, {} from engines, {} own route(s) gone",
                 b.count,
                 if b.news { ", calling for a reconcile" } else { "" },
-                b.why.iter().map(|w| format!("; {w}")).collect::<String>(),
+                b.engine.len(),
                 b.own_gone.len()
             );
             self.engines(&b);

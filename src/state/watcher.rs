@@ -6,7 +6,6 @@
 use super::{StateDir, StateError};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io;
 
 /// A watcher's record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,15 +41,7 @@ impl Watcher {
 impl StateDir {
     /// Writes a tunnel's watcher record.
     pub fn write_watcher(&self, tunnel: &str, w: &Watcher) -> Result<(), StateError> {
-        let path = self.file(tunnel, "watcher");
-        let tmp = self.file(tunnel, "watcher.tmp");
-        let json = serde_json::to_vec_pretty(w).expect("a watcher record serializes");
-        let how = crate::fsutil::How { mode: 0o600, root_owned: false, exclusive: false };
-        crate::fsutil::atomic_write(&path, &tmp, &json, how).map_err(|source| StateError::Io {
-            what: "write",
-            path,
-            source,
-        })
+        self.write_json(tunnel, "watcher", w)
     }
 
     /// Reads a tunnel's watcher record; `None` when there is none or it is unreadable (it is
@@ -79,10 +70,6 @@ impl StateDir {
 
     /// Removes a tunnel's watcher record (absent is fine).
     pub fn remove_watcher(&self, tunnel: &str) -> Result<(), StateError> {
-        let path = self.file(tunnel, "watcher");
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StateError::Io { what: "remove", path, source: e }),
-            _ => Ok(()),
-        }
+        self.remove_file(tunnel, "watcher")
     }
 }

@@ -75,8 +75,6 @@ pub(super) struct Burst {
     pub stop: Option<Signal>,
     /// A source that failed for good.
     pub broken: Option<String>,
-    /// What the news was, for the debug log (the first few).
-    pub why: Vec<String>,
     /// When the first news came.
     pub first: Option<Instant>,
 }
@@ -190,14 +188,6 @@ impl Wakes {
 
     fn add(&mut self, b: &mut Burst, w: Wake) {
         b.count += 1;
-        if b.why.len() < 8 {
-            b.why.push(match &w {
-                Wake::Kernel(c) => format!("kernel (news {}, links gone {:?})", c.any, c.links_gone),
-                Wake::Engine(e) => format!("{e:?}"),
-                Wake::Signal(s) => format!("{s}"),
-                Wake::Broken(why) => why.clone(),
-            });
-        }
         match w {
             Wake::Kernel(c) => {
                 b.gone |= c.links_gone.contains(&self.dev);
