@@ -425,6 +425,15 @@ fn the_connect_hook_starts_one_detached_watcher_with_net_admin_alone() {
     let watchers = || common::watchers_in(&ns);
     assert_eq!(watchers(), vec![pid.clone()], "one watcher per tunnel");
 
+    // Killed with SIGKILL: `status` says so, and the next connect starts another.
+    common::run(std::process::Command::new("kill").args(["-KILL", &pid]));
+    assert!(until(|| watchers().is_empty()));
+    let shown = stdout(&ns.vpnfix(&own_state(&state), &["status"]));
+    assert!(shown.contains(&format!("watcher: pid {pid} since ")) && shown.contains("(not running"), "{shown}");
+    let again = ns.vpnfix(&e, &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(until(|| watchers().len() == 1 && watchers() != vec![pid.clone()]), "no new watcher");
+
     ns.ip(&["link", "del", "tun0"]);
     assert!(until(|| watchers().is_empty()), "the watcher outlived its tunnel");
     assert!(own_routes(&ns).is_empty(), "{:#?}", own_routes(&ns));

@@ -296,3 +296,39 @@ fn docker_and_podman_are_both_found_at_their_usual_sockets() {
     seen.sort();
     assert_eq!(seen, ["docker \"dknet\" \"dk-c1\"", "podman \"pdtnet\" \"pdt-c1\""], "{json}");
 }
+
+// ------------------------------------------------------------------ the watcher, Podman ----
+
+/// The watcher follows Podman's events as Docker's (through its compatible API): with the hook's
+/// watcher running, a container started after connect at 172.20.5.10 (outside the kept block)
+/// moves off the tunnel onto podman1 and answers; when it is removed its block returns to the
+/// tunnel; the watcher ends with tun0, taking vpnfix's routes with it.
+#[test]
+#[ignore = "needs root"]
+fn the_watcher_follows_podman_containers_started_after_connect() {
+    require_root("the_watcher_follows_podman");
+    let mut ns = Netns::new();
+    ns.tun("tun0");
+    ns.ip(&["addr", "add", "10.0.1.65", "peer", "10.0.1.66", "dev", "tun0"]);
+    let podman = Podman::start(&ns.name, Backend::Netavark);
+    podman.network_create("pdtnet", "172.20.0.0/16", None);
+    podman.run("pdt-c1", "pdtnet", None);
+    ns.ip(&["route", "prepend", "172.20.0.0/16", "via", "10.0.1.66", "dev", "tun0"]);
+    let tmp = TempDir::new("podwatch");
+    let mut e = common::openvpn_env("route-up", "fd00:ac14::/48", tmp.path());
+    e.extend(env(&[("DOCKER_HOST", &podman.url()), ("VPNFIX_WATCH", "true")]));
+    let out = ns.vpnfix(&e, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(common::until(|| common::watchers_in(&ns).len() == 1), "no watcher: {}", stderr(&out));
+    assert_eq!(ns.route_get("172.20.5.10"), "tun0", "nothing there yet: the VPN's");
+    podman.run("pdt-c3", "pdtnet", Some("172.20.5.10"));
+    assert!(common::until(|| ns.route_get("172.20.5.10") == "podman1"), "the watcher missed Podman's start");
+    let ping = ns.cmd("ping").args(["-c1", "-W2", "172.20.5.10"]).output().unwrap();
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    let rm = podman.podman(&["rm", "-f", "-t", "0", "pdt-c3"]);
+    assert!(rm.status.success(), "{}", String::from_utf8_lossy(&rm.stderr));
+    assert!(common::until(|| ns.route_get("172.20.5.10") == "tun0"), "the block did not return to the VPN");
+    ns.ip(&["link", "del", "tun0"]);
+    assert!(common::until(|| common::watchers_in(&ns).is_empty()), "the watcher outlived tun0");
+    assert_eq!(ns.ip(&["route", "show", "proto", "86"]), "");
+}
