@@ -95,6 +95,16 @@ pub fn watch(args: &WatchArgs) -> Result<String, Error> {
     end.map(|()| String::new())
 }
 
+/// What a watch does after a reconcile.
+enum Next {
+    /// Watches on.
+    Watch,
+    /// Ends: the record is gone.
+    End,
+    /// Removes the tunnel's routes and ends: the tunnel is gone.
+    TunnelGone,
+}
+
 /// A watch under way.
 struct Watch<'a> {
     config: Config,
@@ -116,8 +126,10 @@ struct Watch<'a> {
 
 impl Watch<'_> {
     fn run(&mut self, wakes: &mut Wakes) -> Result<(), Error> {
-        if !self.keep(None) {
-            return Ok(());
+        match self.keep(None) {
+            Next::Watch => {}
+            Next::End => return Ok(()),
+            Next::TunnelGone => return self.tunnel_gone(),
         }
         loop {
             let (last, storm) = (self.last_reconcile, self.storm);
@@ -164,8 +176,10 @@ impl Watch<'_> {
                 debug!("engine(s) {:?} not back: nothing changed", self.lost);
                 continue;
             }
-            if !self.keep(b.first) {
-                return Ok(());
+            match self.keep(b.first) {
+                Next::Watch => {}
+                Next::End => return Ok(()),
+                Next::TunnelGone => return self.tunnel_gone(),
             }
         }
     }
@@ -194,9 +208,9 @@ impl Watch<'_> {
         }
     }
 
-    /// One reconcile for news that began at `first` (`None`: the watch's start); whether the
-    /// watch goes on (the record is there).
-    fn keep(&mut self, first: Option<Instant>) -> bool {
+    /// One reconcile for news that began at `first` (`None`: the watch's start), then what
+    /// comes next.
+    fn keep(&mut self, first: Option<Instant>) -> Next {
         let calm = first.is_none_or(|f| f.saturating_duration_since(self.last_reconcile) >= CALM);
         self.storm = if calm { 1 } else { self.storm + 1 };
         let kept = keep_recorded(&self.config, self.dev, &mut self.said, &self.up);
@@ -211,15 +225,17 @@ impl Watch<'_> {
             }
             Ok(Kept::NoRecord) => {
                 info!("{}'s record was removed by its disconnect: the watch ends", self.dev);
-                return false;
+                return Next::End;
             }
             Ok(Kept::Held(why)) => warn!("{why}; {}'s routes stay as they are until it answers", self.dev),
+            // Gone before its notification could be heard (the watcher was just starting).
+            Err(Error::NoTunnel(_)) => return Next::TunnelGone,
             Err(e) => warn!("{}; still watching", super::chain(&e)),
         }
         if let Err(e) = self.dir.write_watcher(self.dev, &self.record) {
             debug!("{}", super::chain(&e));
         }
-        true
+        Next::Watch
     }
 
     /// The tunnel went: every route recorded for it goes.

@@ -7,7 +7,9 @@ use crate::docker::events::{self, EngineEvent, Step};
 use crate::kernel::{Changed, Notifications};
 use nix::sys::signal::{SigSet, Signal};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How news is gathered into one reconcile: news after a quiet spell (one container started)
@@ -100,6 +102,8 @@ pub(super) struct Wakes {
     dev: String,
     /// Containers starting (seen joining a network, not yet running), since when.
     starting: HashMap<String, Instant>,
+    /// Whether news is being gathered (the kernel's thread then passes on all it hears).
+    gathering: Arc<AtomicBool>,
 }
 
 impl Wakes {
@@ -113,11 +117,16 @@ impl Wakes {
         // `sigwait` below ever takes them.
         let _ = signals.thread_block();
         let (tx, rx) = channel();
+        let gathering = Arc::new(AtomicBool::new(false));
+        let busy = Arc::clone(&gathering);
         spawn("vpnfix-kernel", &tx, move |tx| loop {
             let news = match kernel.wait(None) {
-                // Every notification is passed on, news or not: in a storm, the kernel's work for
-                // a container being started (its veth pair) keeps the gathering open.
-                Ok(c) => Wake::Kernel(c),
+                // While news is being gathered, every notification is passed on: in a storm, the
+                // kernel's work for a container being started (its veth pair) keeps the
+                // gathering open. Otherwise only news wakes the watcher.
+                Ok(c) if c.any || !c.links_gone.is_empty() || !c.own_gone.is_empty() => Wake::Kernel(c),
+                Ok(c) if busy.load(Ordering::Relaxed) => Wake::Kernel(c),
+                Ok(_) => continue,
                 Err(e) => Wake::Broken(crate::logging::chain(&e)),
             };
             let broken = matches!(news, Wake::Broken(_));
@@ -136,7 +145,7 @@ impl Wakes {
             let host = host.clone();
             spawn("vpnfix-engine", &tx, move |tx| events::follow(&host, |e| tx.send(Wake::Engine(e)).is_ok()));
         }
-        Ok(Wakes { rx, dev: dev.to_string(), starting: HashMap::new() })
+        Ok(Wakes { rx, dev: dev.to_string(), starting: HashMap::new(), gathering })
     }
 
     /// Sleeps until news comes, then reads on at `pace` (chosen from the time the first news
@@ -148,6 +157,7 @@ impl Wakes {
             Ok(w) => self.add(&mut b, w),
             Err(_) => b.broken = Some("every source of news ended".into()),
         }
+        self.gathering.store(true, Ordering::Relaxed);
         let start = Instant::now();
         b.first = Some(start);
         let Pace { quiet, longest } = pace(start);
@@ -162,6 +172,7 @@ impl Wakes {
                 Err(_) => break,
             }
         }
+        self.gathering.store(false, Ordering::Relaxed);
         log::debug!(
             "gathered {} item(s) in {} ms at {quiet:?}/{longest:?}; {} container(s) starting",
             b.count,
