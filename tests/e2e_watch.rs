@@ -127,8 +127,9 @@ fn containers_networks_and_routes_that_change_after_connect() {
 
 /// Case 5 and the ways a tunnel ends: `user nobody` (the down scripts cannot remove the bridge
 /// route), a whole process group's SIGTERM with the watcher signalled too (systemd stopping
-/// `openvpn-client@`, its cgroup at once), and `kill -9` (no script at all): each ends with the
-/// table exactly as before connect, because the watcher removes what it recorded when tun0 goes.
+/// `openvpn-client@`, its cgroup at once), a `persist-tun` restart, and `kill -9` (no script at
+/// all): each ends with the table exactly as before connect, because the watcher removes what it
+/// recorded when tun0 goes.
 #[test]
 #[ignore = "needs root"]
 fn the_watcher_cleans_up_however_the_tunnel_ends() {
@@ -168,6 +169,19 @@ fn the_watcher_cleans_up_however_the_tunnel_ends() {
     common::run(std::process::Command::new("kill").args(["-TERM", &watcher]));
     c.wait_exit();
     exact("group SIGTERM");
+
+    // `persist-tun` and SIGUSR1: route-up runs again (and may start a watcher, which finds the
+    // running one's lock and leaves); nothing doubled or lost, one watcher at the end.
+    let mut c = connect_seed_watched(&m, &["persist-tun"]);
+    let routes = own_routes(&w.laptop);
+    c.signal("USR1");
+    w.wait_ready(&mut c, 2);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(until(|| watchers(w).len() == 1), "{:?}\n{}", watchers(w), watcher_log(w));
+    assert_eq!(own_routes(&w.laptop), routes, "SIGUSR1 with persist-tun changed vpnfix's routes\n{}", watcher_log(w));
+    w.assert_reached(&m.both_sides());
+    c.stop();
+    exact("persist-tun + SIGUSR1");
 
     // kill -9: no down script runs at all.
     let c = connect_seed_watched(&m, &[]);
