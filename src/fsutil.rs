@@ -1,5 +1,6 @@
 //! Writing a file atomically, the one way vpnfix does it (state files, daemon.json, installed
 //! files): the complete file appears at its path at once or not at all, and survives a crash.
+//! And the one way vpnfix waits for a file to be made (a tunnel's record, an engine's socket).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -47,6 +48,25 @@ fn fill(tmp: &Path, bytes: &[u8], how: How) -> io::Result<()> {
     }
     f.set_permissions(fs::Permissions::from_mode(how.mode))?;
     f.sync_all()
+}
+
+/// Blocks until `ready()` holds, woken by inotify whenever something is created, moved in or
+/// changes attributes in the nearest existing directory of `path` (a whole directory may be
+/// missing: `/run/podman` before Podman starts). The watch is set before `ready` is first asked,
+/// so nothing made in between is missed. No polling: it sleeps in `read`. The watch is added
+/// again after each wake, as the directory it names may have just been made.
+pub fn wait_until_made(path: &Path, ready: impl Fn() -> bool) -> io::Result<()> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC)?;
+    let what = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB;
+    loop {
+        let dir = path.ancestors().skip(1).find(|d| d.is_dir()).unwrap_or(Path::new("/"));
+        ino.add_watch(dir, what)?;
+        if ready() {
+            return Ok(());
+        }
+        ino.read_events()?;
+    }
 }
 
 #[cfg(test)]

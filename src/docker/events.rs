@@ -11,9 +11,8 @@ use bollard::models::EventMessage;
 use bollard::query_parameters::EventsOptions;
 use bollard::Docker;
 use futures::StreamExt;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What an engine's stream said.
@@ -99,8 +98,6 @@ pub fn follow(host: &str, send: impl Fn(EngineEvent) -> bool) {
     let mut pause = Duration::from_secs(1);
     let mut was_up = false;
     loop {
-        // Watched before the attempt: a socket made between a failed attempt and the wait is seen.
-        let appear = socket.as_deref().and_then(|p| Reappear::new(p).ok());
         match rt.block_on(stream(host, &send)) {
             Ended::Receiver => return,
             Ended::Broke(why) => {
@@ -110,15 +107,20 @@ pub fn follow(host: &str, send: impl Fn(EngineEvent) -> bool) {
                     return;
                 }
             }
-            Ended::NoAnswer(why) if was_up => log::debug!("{host} is not back yet: {why}"),
-            Ended::NoAnswer(why) => log::debug!("{host} does not answer: {why}"),
-        }
-        match (&appear, &socket) {
-            (Some(a), Some(p)) => a.wait(p),
-            _ => {
+            Ended::NoAnswer(why) => {
+                log::debug!("{host} {}: {why}", if was_up { "is not back yet" } else { "does not answer" });
+                // Its socket may accept and the engine still refuse (starting): no spinning.
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(LONGEST_PAUSE);
             }
+        }
+        let made = socket
+            .as_deref()
+            .map(|p| crate::fsutil::wait_until_made(p, || std::os::unix::net::UnixStream::connect(p).is_ok()));
+        if !matches!(made, Some(Ok(()))) {
+            // A TCP engine, or inotify failed (out of watches?): a pause rather than a spin.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(LONGEST_PAUSE);
         }
     }
 }
@@ -170,34 +172,6 @@ async fn stream(host: &str, send: &impl Fn(EngineEvent) -> bool) -> Ended {
         }
     }
     Ended::Broke("the engine ended its event stream".into())
-}
-
-/// Waits for an engine's Unix socket to be made again: inotify on the nearest directory of its
-/// path that exists (a whole `/run/podman` may be gone), woken by whatever is created there.
-struct Reappear(Inotify);
-
-impl Reappear {
-    fn new(socket: &Path) -> nix::Result<Reappear> {
-        let me = Reappear(Inotify::init(InitFlags::IN_CLOEXEC)?);
-        me.watch(socket)?;
-        Ok(me)
-    }
-
-    fn watch(&self, socket: &Path) -> nix::Result<()> {
-        let dir = socket.ancestors().skip(1).find(|d| d.is_dir()).unwrap_or(Path::new("/"));
-        let what = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB;
-        self.0.add_watch(dir, what).map(drop)
-    }
-
-    /// Returns once something accepts connections at `socket`.
-    fn wait(&self, socket: &Path) {
-        while std::os::unix::net::UnixStream::connect(socket).is_err() {
-            if self.0.read_events().is_err() || self.watch(socket).is_err() {
-                // inotify failed (out of watches?): fall back to a pause rather than spin.
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

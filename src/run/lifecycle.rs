@@ -128,20 +128,20 @@ pub(super) enum Kept {
 
 /// The watcher's reconcile: under the tunnel's lock, the tunnel's record (its pushes, as the
 /// connect hook recorded them; none when a disconnect has run meanwhile), a fresh gather, and
-/// only the difference applied. Nothing is changed while an engine of `up` (whose event stream
-/// is up: it should answer) is silent; an engine that never answered is planned without.
+/// only the difference applied. Nothing is changed while an engine that is `up` (its event stream
+/// is: it should answer) is silent; an engine that never answered is planned without.
 pub(super) fn keep_recorded(
     config: &Config,
     dev: &str,
     said: &mut Said,
-    up: &std::collections::BTreeSet<String>,
+    up: impl Fn(&str) -> bool,
 ) -> Result<Kept, Error> {
     let k = Kernel::connect()?;
     let dir = StateDir::open(&config.state_dir)?;
     let _lock = dir.lock(dev)?;
     let Some(state) = dir.read(dev)? else { return Ok(Kept::NoRecord) };
     let g = super::gather_all(&k, config)?;
-    if let Some(e) = g.silent.iter().find(|e| up.contains(e.host())) {
+    if let Some(e) = g.silent.iter().find(|e| up(e.host())) {
         return Ok(Kept::Held(chain(e)));
     }
     let tunnel = state.device.filter(|t| t.dev == dev).unwrap_or(Tunnel { dev: dev.to_string(), ..Tunnel::default() });

@@ -20,7 +20,7 @@ use crate::net::Tunnel;
 use crate::state::{StateDir, Watcher};
 use log::{debug, info, warn};
 use sources::{Burst, Pace, Wakes, CALM};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a watcher asked to stop waits for its tunnel to go before it leaves the routes.
@@ -82,9 +82,8 @@ pub fn watch(args: &WatchArgs) -> Result<String, Error> {
         dir,
         dev,
         record: Watcher::default(),
-        lost: BTreeSet::new(),
+        engines: BTreeMap::new(),
         said: Said::new(),
-        up: BTreeSet::new(),
         last_reconcile: Instant::now(),
         storm: 0,
     };
@@ -95,14 +94,18 @@ pub fn watch(args: &WatchArgs) -> Result<String, Error> {
     end.map(|()| String::new())
 }
 
-/// What a watch does after a reconcile.
+/// What a watch does next.
 enum Next {
-    /// Watches on.
+    /// Waits for news.
     Watch,
-    /// Ends: the record is gone.
+    /// Reconciles for news that began then.
+    Reconcile(Instant),
+    /// Ends: the record is gone, or the watch cannot go on.
     End,
     /// Removes the tunnel's routes and ends: the tunnel is gone.
     TunnelGone,
+    /// Was asked to stop.
+    Stop(nix::sys::signal::Signal),
 }
 
 /// A watch under way.
@@ -111,13 +114,12 @@ struct Watch<'a> {
     dir: StateDir,
     dev: &'a str,
     record: Watcher,
-    /// The engines whose event stream broke and has not come back: while there is one, nothing
-    /// is changed (its containers would lose their blocks to the VPN).
-    lost: BTreeSet<String>,
+    /// The engines whose event stream was up, and whether it is now (`false`: it broke and has
+    /// not come back; while one has, nothing is changed, as its containers would lose their
+    /// blocks to the VPN). One that is up should answer a gather.
+    engines: BTreeMap<String, bool>,
     /// The plan's notes already said.
     said: Said,
-    /// The engines whose event stream is up: each should answer a gather.
-    up: BTreeSet<String>,
     /// When the last reconcile ended.
     last_reconcile: Instant,
     /// How many reconciles the news has cost since it was last calm.
@@ -126,11 +128,20 @@ struct Watch<'a> {
 
 impl Watch<'_> {
     fn run(&mut self, wakes: &mut Wakes) -> Result<(), Error> {
-        match self.keep(None) {
-            Next::Watch => {}
-            Next::End => return Ok(()),
-            Next::TunnelGone => return self.tunnel_gone(),
+        let mut next = self.keep(None);
+        loop {
+            next = match next {
+                Next::Watch => self.news(wakes)?,
+                Next::Reconcile(first) => self.keep(Some(first)),
+                Next::End => return Ok(()),
+                Next::TunnelGone => return self.tunnel_gone(),
+                Next::Stop(sig) => return self.ending(wakes, sig),
+            };
         }
+    }
+
+    /// Sleeps until news calls for a reconcile, or ends the watch.
+    fn news(&mut self, wakes: &mut Wakes) -> Result<Next, Error> {
         loop {
             let (last, storm) = (self.last_reconcile, self.storm);
             let b = wakes.burst(|first| match first.duration_since(last) < CALM {
@@ -151,20 +162,20 @@ impl Watch<'_> {
                     "the watch of {} cannot go on ({why}); its routes stay for the disconnect or `vpnfix cleanup`",
                     self.dev
                 );
-                return Ok(());
+                return Ok(Next::End);
             }
             if b.gone || !exists(self.dev)? {
-                return self.tunnel_gone();
+                return Ok(Next::TunnelGone);
             }
             if let Some(sig) = b.stop {
-                return self.ending(wakes, sig);
+                return Ok(Next::Stop(sig));
             }
             if !b.news && !b.own_gone.is_empty() {
                 // Only vpnfix's own routes went: the watcher's own deletions, someone's `ip route
                 // del` of a route still recorded, or the disconnect hook's (the record is gone).
                 let Some(recorded) = self.dir.read(self.dev)? else {
                     info!("{}'s record was removed by its disconnect: the watch ends", self.dev);
-                    return Ok(());
+                    return Ok(Next::End);
                 };
                 if !recorded.routes.iter().any(|e| b.own_gone.contains(&e.route.dst)) {
                     continue;
@@ -172,15 +183,11 @@ impl Watch<'_> {
             } else if !b.news {
                 continue;
             }
-            if !self.lost.is_empty() {
-                debug!("engine(s) {:?} not back: nothing changed", self.lost);
+            if self.engines.values().any(|up| !up) {
+                debug!("an engine is not back ({:?}): nothing changed", self.engines);
                 continue;
             }
-            match self.keep(b.first) {
-                Next::Watch => {}
-                Next::End => return Ok(()),
-                Next::TunnelGone => return self.tunnel_gone(),
-            }
+            return Ok(b.first.map_or(Next::Watch, Next::Reconcile));
         }
     }
 
@@ -188,19 +195,12 @@ impl Watch<'_> {
     fn engines(&mut self, b: &Burst) {
         for e in &b.engine {
             match e {
-                EngineEvent::Lost { host, why } if self.lost.insert(host.clone()) => {
-                    self.up.remove(host);
-                    warn!(
-                        "the events of the engine at {host} stopped ({why}); {}'s routes stay as they are until it is back",
-                        self.dev
-                    )
-                }
-                EngineEvent::Up { host } if self.lost.remove(host) => {
-                    self.up.insert(host.clone());
+                EngineEvent::Lost { host, why } if self.engines.insert(host.clone(), false) != Some(false) => warn!(
+                    "the events of the engine at {host} stopped ({why}); {}'s routes stay as they are until it is back",
+                    self.dev
+                ),
+                EngineEvent::Up { host } if self.engines.insert(host.clone(), true) == Some(false) => {
                     info!("the engine at {host} is back: reading everything again")
-                }
-                EngineEvent::Up { host } => {
-                    self.up.insert(host.clone());
                 }
                 EngineEvent::Changed { host, what, .. } => debug!("{host}: {what}"),
                 _ => {}
@@ -213,7 +213,7 @@ impl Watch<'_> {
     fn keep(&mut self, first: Option<Instant>) -> Next {
         let calm = first.is_none_or(|f| f.saturating_duration_since(self.last_reconcile) >= CALM);
         self.storm = if calm { 1 } else { self.storm + 1 };
-        let kept = keep_recorded(&self.config, self.dev, &mut self.said, &self.up);
+        let kept = keep_recorded(&self.config, self.dev, &mut self.said, |host| self.engines.get(host) == Some(&true));
         self.last_reconcile = Instant::now();
         match kept {
             Ok(Kept::Reconciled(changed)) => {

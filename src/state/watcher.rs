@@ -54,18 +54,12 @@ impl StateDir {
     /// the record's atomic rename into place wakes. For `vpnfix watch` run as a service before
     /// the VPN connects.
     pub fn wait_for_record(&self, tunnel: &str) -> Result<(), StateError> {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-        let io = |source: nix::errno::Errno| StateError::Io {
+        let record = self.file(tunnel, "json");
+        crate::fsutil::wait_until_made(&record, || record.exists()).map_err(|source| StateError::Io {
             what: "watch",
             path: self.path.clone(),
-            source: source.into(),
-        };
-        let ino = Inotify::init(InitFlags::IN_CLOEXEC).map_err(io)?;
-        ino.add_watch(&self.path, AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE).map_err(io)?;
-        while !self.file(tunnel, "json").exists() {
-            ino.read_events().map_err(io)?;
-        }
-        Ok(())
+            source,
+        })
     }
 
     /// Removes a tunnel's watcher record (absent is fine).
