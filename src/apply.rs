@@ -5,6 +5,10 @@
 //! removal and reports all failures. Changes go to the kernel a batch at a time (one datagram),
 //! each logged once just before its batch is sent.
 
+mod inside;
+
+pub use inside::{reconcile as reconcile_inside, Done as InsideDone};
+
 use crate::kernel::{Added, Deleted, KernelError, RouteGet, RouteSpec};
 use crate::net::{Link, Push, Route};
 use crate::plan::Plan;
@@ -105,6 +109,8 @@ pub struct Installed {
     pub unverified: usize,
     /// Routes of ours deleted: no longer wanted, or stale.
     pub removed: usize,
+    /// What happened inside containers.
+    pub inside: InsideDone,
 }
 
 /// Connects a tunnel as a reconcile of `table` (the kernel's main table as gathered, vpnfix's
@@ -125,7 +131,7 @@ pub fn reconcile<K: Netlink>(
 ) -> Result<Installed, ApplyError> {
     let tunnel = plan.tunnel.as_str();
     let wanted: Vec<RouteSpec> = plan.add.iter().map(|r| r.spec(proto)).collect();
-    let old = recorded(dir, tunnel)?;
+    let (old, containers) = recorded(dir, tunnel)?;
     let mine = reconcile::Mine { tunnel, recorded: old.iter().map(|e| e.route.clone()).collect() };
     let changes = reconcile::diff(&reconcile::own_routes(table, proto), &wanted, &mine, &claims(dir, tunnel, links)?);
     let status_of = |r: &RouteSpec| old.iter().find(|e| e.route == *r).map_or(Status::Present, |e| e.status);
@@ -137,6 +143,7 @@ pub fn reconcile<K: Netlink>(
         routes: Vec::new(),
         connection: vpn.connection.map(str::to_string),
         device: vpn.device.cloned(),
+        containers,
     };
     state.routes.extend(changes.keep.iter().map(|r| entry(r, status_of(r))));
     state.routes.extend(changes.add.iter().map(|i| entry(&wanted[*i], Status::Pending)));
@@ -170,14 +177,51 @@ pub fn reconcile<K: Netlink>(
     }
 }
 
+/// Reconciles the routes inside the containers `plan` names and this tunnel's record holds, after
+/// [`reconcile`] (the containers' routes lead to the host's). Fails only when the record cannot
+/// be read or written; each container that cannot be reached is said in one line.
+pub fn reconcile_containers(
+    dir: &StateDir,
+    plan: &Plan,
+    vpn: &Vpn,
+    proto: u8,
+    timeout_ms: u64,
+) -> Result<InsideDone, StateError> {
+    let tunnel = plan.tunnel.as_str();
+    let mut state = match dir.read(tunnel) {
+        Ok(Some(s)) => s,
+        Ok(None) => State {
+            version: VERSION,
+            tunnel: tunnel.to_string(),
+            pushes: vpn.pushes.to_vec(),
+            routes: Vec::new(),
+            connection: vpn.connection.map(str::to_string),
+            device: vpn.device.cloned(),
+            containers: Vec::new(),
+        },
+        Err(e) => return Err(e),
+    };
+    if plan.inside.is_empty() && state.containers.is_empty() {
+        return Ok(InsideDone::default());
+    }
+    if !crate::privilege::may_enter_namespaces() {
+        inside::say_unprivileged();
+        return Ok(InsideDone::default());
+    }
+    let nets = inside::forwarded(&plan.inside);
+    let done = inside::reconcile(dir, &mut state, &nets, proto, timeout_ms)?;
+    record(dir, &state)?;
+    Ok(done)
+}
+
 /// What this tunnel's record holds; a corrupt record is reported and taken as empty (its routes
 /// still carry vpnfix's protocol number: the reconcile finds them as stale).
-fn recorded(dir: &StateDir, tunnel: &str) -> Result<Vec<Entry>, StateError> {
+fn recorded(dir: &StateDir, tunnel: &str) -> Result<(Vec<Entry>, Vec<crate::state::Inside>), StateError> {
     match dir.read(tunnel) {
-        Ok(s) => Ok(s.map(|s| s.routes).unwrap_or_default()),
+        Ok(s) => Ok(s.map(|s| (s.routes, s.containers)).unwrap_or_default()),
         Err(e @ StateError::Corrupt { .. }) => {
             warn!("{e}");
-            Ok(Vec::new())
+            Ok(Default::default())
         }
         Err(e) => Err(e),
     }
@@ -203,6 +247,20 @@ fn claims(dir: &StateDir, tunnel: &str, links: &[Link]) -> Result<reconcile::Cla
 fn forget_vanished(dir: &StateDir, tunnel: &str, links: &[Link]) -> Result<(), StateError> {
     for gone in dir.tunnels()?.into_iter().filter(|t| t != tunnel && !links.iter().any(|l| l.name == *t)) {
         let _lock = dir.lock(&gone)?;
+        // Its routes inside containers are on the containers' own devices: they stay unless
+        // removed here.
+        if let Ok(Some(mut s)) = dir.read(&gone) {
+            let mut out = Removed::default();
+            inside::remove_all(&mut s.containers, &mut out);
+            for e in &out.failed {
+                warn!("{}", crate::logging::chain(e));
+            }
+            if !s.containers.is_empty() {
+                s.routes.clear();
+                dir.write(&s)?;
+                continue;
+            }
+        }
         dir.remove(&gone)?;
     }
     Ok(())
@@ -358,7 +416,7 @@ fn asked<'a, K: Netlink>(k: &K, routes: &[&'a RouteSpec]) -> Result<Vec<(&'a Rou
 }
 
 fn record(dir: &StateDir, state: &State) -> Result<(), StateError> {
-    if state.routes.is_empty() {
+    if state.is_empty() {
         dir.remove(&state.tunnel)
     } else {
         dir.write(state)
@@ -373,7 +431,26 @@ pub struct Removed {
     /// Recorded routes already gone (with their device, or by hand).
     pub gone: usize,
     /// Removals that failed, one message each.
-    pub failed: Vec<KernelError>,
+    pub failed: Vec<Failure>,
+    /// The ids of the containers whose routes could not all be removed.
+    pub failed_containers: Vec<String>,
+}
+
+/// A removal that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// On the host.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// Inside a container.
+    #[error("in container {container}")]
+    Inside {
+        /// The container's name.
+        container: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Deletes exactly what the tunnel's state records (all of it, reporting every failure), then
@@ -383,8 +460,9 @@ pub fn remove<K: Netlink>(k: &K, dir: &StateDir, tunnel: &str) -> Result<Removed
         return Ok(Removed::default());
     };
     let routes: Vec<RouteSpec> = state.routes.iter().map(|e| e.route.clone()).collect();
-    let (out, failed_at) = delete_every(k, &routes)?;
+    let (mut out, failed_at) = delete_every(k, &routes)?;
     state.routes = failed_at.into_iter().map(|i| state.routes[i].clone()).collect();
+    inside::remove_all(&mut state.containers, &mut out);
     record(dir, &state)?;
     Ok(out)
 }
@@ -417,7 +495,7 @@ fn delete_every<K: Netlink>(k: &K, routes: &[RouteSpec]) -> Result<(Removed, Vec
                 Ok(Deleted::Deleted) => out.deleted += 1,
                 Ok(Deleted::Unchanged) => out.gone += 1,
                 Err(err) => {
-                    out.failed.push(err);
+                    out.failed.push(Failure::Kernel(err));
                     failed_at.push(c * k.batch() + i);
                 }
             }

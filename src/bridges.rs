@@ -124,6 +124,8 @@ mod tests {
     fn network(name: &str, hint: &str, subnet: &str, gateway: Option<&str>, containers: usize) -> DockerNetwork {
         DockerNetwork {
             engine: Engine::Podman,
+            egress: crate::net::Egress::Masquerade,
+            host: None,
             name: name.into(),
             id: format!("{name}-id"),
             bridge: hint.into(),
@@ -136,6 +138,7 @@ mod tests {
             }],
             containers: (0..containers)
                 .map(|i| Container {
+                    id: String::new(),
                     name: format!("c{i}"),
                     addrs: vec![format!("172.20.5.{}", 10 + i).parse().unwrap()],
                 })

@@ -40,6 +40,8 @@ pub const KEYS: &[&str] = &[
     "LOG",
     "DRY_RUN",
     "WATCH",
+    "CONTAINER_ROUTES",
+    "CONTAINER_ROUTES_V6",
 ];
 
 /// Who gets a contested range.
@@ -114,6 +116,12 @@ pub struct Config {
     pub dry_run: bool,
     /// Start a watcher at connect that keeps the rule true until the tunnel goes.
     pub watch: bool,
+    /// Add the VPN side, via the network's gateway, inside the containers of contested networks
+    /// that masquerade, so the containers reach the VPN too.
+    pub container_routes: bool,
+    /// The same for IPv6 networks: only where the engine NATs IPv6 (Docker's `ip6tables`), which
+    /// no engine's API tells, so the user says it.
+    pub container_routes_v6: bool,
     /// `DOCKER_HOST` as Docker defines it, from the environment or the configuration file: the
     /// one engine to ask. Unset: every usual engine socket that exists ([`crate::docker`]).
     #[serde(skip)]
@@ -138,6 +146,8 @@ impl Default for Config {
             log: LogLevel::Info,
             dry_run: false,
             watch: true,
+            container_routes: true,
+            container_routes_v6: false,
             docker_host: None,
         }
     }
@@ -255,7 +265,7 @@ fn expected(key: &str, err: envy::Error) -> String {
     let what = match key {
         "POLICY" => "expected split, vpn or local",
         "KEEP" | "VPN" => "expected comma-separated prefixes like 172.20.0.0/24,fd00::/64",
-        "STRICT" | "DRY_RUN" | "WATCH" => "expected true or false",
+        "STRICT" | "DRY_RUN" | "WATCH" | "CONTAINER_ROUTES" | "CONTAINER_ROUTES_V6" => "expected true or false",
         "LOG" => "expected error, warn, info or debug",
         "PROTO" => "expected a protocol number 5-255",
         "STATE_DIR" => "expected a directory",
@@ -299,6 +309,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!((c.keep_prefix_v4, c.keep_prefix_v6), (24, 120));
         assert_eq!((c.min_prefix_v4, c.min_prefix_v6, c.max_routes), (8, 16, 1024));
+        assert!(c.watch && c.container_routes && !c.container_routes_v6);
     }
 
     #[test]
@@ -318,6 +329,9 @@ mod tests {
             ("VPNFIX_STRICT", "true"),
             ("VPNFIX_LOG", "debug"),
             ("VPNFIX_DRY_RUN", "true"),
+            ("VPNFIX_WATCH", "false"),
+            ("VPNFIX_CONTAINER_ROUTES", "false"),
+            ("VPNFIX_CONTAINER_ROUTES_V6", "true"),
             ("route_network_1", "10.0.0.0"),
         ]);
         let (c, skipped) = Config::from_layers([env.as_slice()]);
@@ -329,7 +343,8 @@ mod tests {
         assert_eq!((c.min_prefix_v4, c.min_prefix_v6, c.max_routes, c.proto), (12, 32, 50, 201));
         assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.docker_timeout_ms, 250);
-        assert!(c.strict && c.dry_run);
+        assert!(c.strict && c.dry_run && !c.watch);
+        assert!(!c.container_routes && c.container_routes_v6);
         assert_eq!(c.log, LogLevel::Debug);
     }
 

@@ -4,9 +4,9 @@
 //! [`DockerNetwork`]s. It translates; it decides nothing (which bridge a network is on is
 //! [`crate::bridges`]'s decision).
 
-use crate::net::{Container, DockerNetwork, Engine, IpamPool, Skipped};
+use crate::net::{Container, DockerNetwork, Egress, Engine, IpamPool, Skipped};
 use bollard::models::{ContainerSummary, EndpointResource, Network, NetworkInspect};
-use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions};
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, ListNetworksOptions};
 use bollard::Docker;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -97,6 +97,9 @@ pub struct EngineNetwork {
     /// The description.
     #[serde(flatten)]
     pub inspect: NetworkInspect,
+    /// The engine's address, where it was asked live (a bundle's docker.json has none).
+    #[serde(skip)]
+    pub host: Option<String>,
 }
 
 fn is_docker(e: &Engine) -> bool {
@@ -152,8 +155,37 @@ async fn inspect_one(host: &str) -> Result<EngineAnswer, DockerError> {
     if let Some(list) = &libpod {
         libpod::name_bridges(&mut networks, list);
     }
-    let networks = networks.into_iter().map(|inspect| EngineNetwork { engine, inspect }).collect();
+    let with = |inspect| EngineNetwork { engine, inspect, host: Some(host.to_string()) };
+    let networks = networks.into_iter().map(with).collect();
     Ok(EngineAnswer { host: host.into(), engine, networks })
+}
+
+/// The process of each container of `ids` as the engine at `host` sees it (in this host's pid
+/// namespace, where both run), asked at once within one time limit: its pid, `None` for a
+/// container that is not running (or gone). The outer error is the engine's: no connection, or
+/// no answer in time.
+pub async fn pids(host: &str, ids: &[String], timeout_ms: u64) -> Result<Vec<Option<u32>>, DockerError> {
+    let docker =
+        Docker::connect_with_host(host).map_err(|source| DockerError::Connect { host: host.into(), source })?;
+    let docker = &docker;
+    let one = |id: &'_ String| {
+        let id = id.clone();
+        async move {
+            let id = id.as_str();
+            match docker.inspect_container(id, None::<InspectContainerOptions>).await {
+                Ok(c) => Ok(c.state.filter(|s| s.running == Some(true)).and_then(|s| s.pid)),
+                // A container removed meanwhile is simply not running.
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+                Err(e) => Err(request(host, "a container inspection")(e)),
+            }
+        }
+    };
+    let all = futures::future::join_all(ids.iter().map(one));
+    let answers = tokio::time::timeout(Duration::from_millis(timeout_ms), all)
+        .await
+        .map_err(|_| DockerError::Timeout { host: host.into(), ms: timeout_ms })?;
+    let pid = |p: Option<i64>| p.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
+    answers.into_iter().map(|a| a.map(pid)).collect()
 }
 
 fn request<'a>(host: &'a str, what: &'static str) -> impl Fn(bollard::errors::Error) -> DockerError + 'a {
@@ -291,7 +323,7 @@ pub fn from_inspect(en: &EngineNetwork, skipped: &mut Vec<Skipped>) -> Option<Do
             }
         }
         let cname = ep.name.clone().unwrap_or_else(|| cid.get(..12).unwrap_or(cid).to_string());
-        containers.push(Container { name: cname, addrs });
+        containers.push(Container { id: cid.clone(), name: cname, addrs });
     }
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     Some(DockerNetwork {
@@ -303,7 +335,25 @@ pub fn from_inspect(en: &EngineNetwork, skipped: &mut Vec<Skipped>) -> Option<Do
         bridge,
         ipam,
         containers,
+        egress: egress(n),
+        host: en.host.clone(),
     })
+}
+
+/// The bridge driver's option that turns masquerading off.
+const MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+
+/// How the network's containers leave the host, as its description says: `Internal` (Docker's and
+/// Podman's), the bridge driver's masquerade option (moby parses it as a Go bool).
+fn egress(n: &NetworkInspect) -> Egress {
+    let masquerade = n.options.as_ref().and_then(|o| o.get(MASQUERADE)).map(|v| v.trim().to_ascii_lowercase());
+    if n.internal == Some(true) {
+        Egress::Internal
+    } else if matches!(masquerade.as_deref(), Some("false" | "0" | "f")) {
+        Egress::NoMasquerade
+    } else {
+        Egress::Masquerade
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,10 @@ pub struct Explanation {
     pub planned_in_kernel: bool,
     /// One sentence: why, and what vpnfix did or would do.
     pub why: String,
+    /// How the containers of the contested network that holds it reach it, where vpnfix
+    /// routes inside them: via the gateway (into the tunnel) or on-link (kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inside: Option<String>,
 }
 
 /// Explains `addr` given the facts (routes include vpnfix's own), the plan made from them, and
@@ -95,12 +99,28 @@ pub fn explain(
         planned,
         planned_in_kernel,
         why: String::new(),
+        inside: inside(plan, addr),
     };
     e.why = why(&e, conflict, &facts.tunnel.dev);
     e
 }
 
 /// Who installed a route, as far as its protocol, device and metric tell.
+/// What the containers of the network holding `addr` get for it, where the plan routes inside
+/// them.
+fn inside(plan: &Plan, addr: IpAddr) -> Option<String> {
+    let i = plan.inside.iter().find(|i| i.subnet.contains(&addr))?;
+    let names: Vec<&str> = i.containers.iter().map(|c| c.name.as_str()).collect();
+    let who = match names.is_empty() {
+        true => format!("the containers of {} (none running)", i.owner),
+        false => format!("the containers of {} ({})", i.owner, names.join(", ")),
+    };
+    Some(match i.routes.iter().find(|r| r.contains(&addr)) {
+        Some(r) => format!("{who} reach it through the tunnel: vpnfix adds {r} via {} inside each", i.gateway),
+        None => format!("{who} reach it on-link: it stays local"),
+    })
+}
+
 fn installer(r: &Route, facts: &Facts, config: &Config) -> String {
     let dev = r.dev.as_deref().unwrap_or_default();
     match (r.protocol.0, facts.network_on(dev)) {
@@ -180,6 +200,9 @@ pub fn text(all: &[Explanation]) -> String {
         }
         if let Some(l) = &e.local {
             let _ = writeln!(s, "  local network {l}");
+        }
+        if let Some(i) = &e.inside {
+            let _ = writeln!(s, "  {i}");
         }
         if let Some(p) = &e.push {
             let _ = writeln!(s, "  pushed {p}");

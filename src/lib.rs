@@ -5,7 +5,8 @@
 //! - [`bundle`] reads the same facts from `ip -j` / `docker network inspect` dumps;
 //! - [`plan`] (pure) decides which more-specific routes give the VPN what it needs while local
 //!   containers stay reachable, on top of [`cidr`] set arithmetic;
-//! - [`apply`] runs a plan against the kernel ([`kernel`]) and records it ([`state`]);
+//! - [`apply`] runs a plan against the kernel ([`kernel`]), inside containers too ([`netns`]),
+//!   and records it ([`state`]);
 //! - [`report`], [`explain`], [`status`] and [`suggest`] tell people what is going on;
 //! - [`install`] puts the binary, NetworkManager's dispatcher script and the OpenVPN snippet in
 //!   place, and takes them away again;
@@ -26,6 +27,7 @@ pub mod install;
 pub mod kernel;
 pub mod logging;
 pub mod net;
+pub mod netns;
 pub mod plan;
 pub mod privilege;
 pub mod reconcile;

@@ -291,6 +291,10 @@ pub struct IpamPool {
 /// A container endpoint on a Docker network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Container {
+    /// The container's full id (empty where nothing gave one): what vpnfix asks the engine for
+    /// its process, to add routes inside it. Left out of reports, which name containers.
+    #[serde(skip)]
+    pub id: String,
     /// The container's name.
     pub name: String,
     /// Its addresses on that network.
@@ -363,6 +367,25 @@ pub struct DockerNetwork {
     pub ipam: Vec<IpamPool>,
     /// Containers attached to it.
     pub containers: Vec<Container>,
+    /// How its containers' traffic leaves the host.
+    pub egress: Egress,
+    /// The engine's address (`unix:///run/docker.sock`), where it was asked live.
+    #[serde(skip)]
+    pub host: Option<String>,
+}
+
+/// How the engine lets a network's containers out of the host: what a route inside a container
+/// towards the VPN needs (the engine's masquerade gives the packets the tunnel's source address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Egress {
+    /// Masqueraded to the outgoing device's address (the engines' default).
+    #[default]
+    Masquerade,
+    /// `--internal`: nothing leaves the host.
+    Internal,
+    /// Routed without NAT (`com.docker.network.bridge.enable_ip_masquerade=false`).
+    NoMasquerade,
 }
 
 impl fmt::Display for DockerNetwork {

@@ -30,6 +30,12 @@ pub fn plan_text(facts: &Facts, plan: &Plan) -> String {
             }
         }
     }
+    if !plan.container_routes && !plan.conflicts.is_empty() {
+        s.push_str("routes inside containers: off (VPNFIX_CONTAINER_ROUTES=false)\n");
+    }
+    for i in &plan.inside {
+        inside(&mut s, i);
+    }
     for k in &plan.skipped {
         let _ = writeln!(s, "skipped {k}");
     }
@@ -37,6 +43,20 @@ pub fn plan_text(facts: &Facts, plan: &Plan) -> String {
         let _ = writeln!(s, "note: {n}");
     }
     s
+}
+
+fn inside(s: &mut String, i: &crate::plan::InsideNetwork) {
+    let _ = writeln!(s, "{i}:");
+    let names: Vec<String> = i.containers.iter().map(ToString::to_string).collect();
+    match names.is_empty() {
+        true => s.push_str("  containers: none running (the watcher routes those that start)\n"),
+        false => {
+            let _ = writeln!(s, "  containers: {}", names.join(", "));
+        }
+    }
+    for r in &i.routes {
+        let _ = writeln!(s, "  {r} via {}", i.gateway);
+    }
 }
 
 fn conflict(s: &mut String, c: &Conflict) {
@@ -91,6 +111,14 @@ pub fn utc(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// `vpnfix status` as a person reads it.
 pub fn status_text(tunnels: &[crate::status::TunnelStatus]) -> String {
     let mut s = String::new();
@@ -113,6 +141,24 @@ pub fn status_text(tunnels: &[crate::status::TunnelStatus]) -> String {
         }
         for r in &t.routes {
             let _ = writeln!(s, "  {}{}", r.route, if r.in_kernel { "" } else { "  (missing)" });
+        }
+        for c in &t.containers {
+            let n = c.routes.len();
+            let state = if c.running { "" } else { " (gone: its routes went with it)" };
+            let _ = writeln!(
+                s,
+                "  inside container {} (pid {}, {}): {n} route{}{state}",
+                c.name,
+                c.pid,
+                c.netns,
+                plural(n)
+            );
+            for r in &c.routes {
+                let _ = writeln!(s, "    {r}");
+            }
+        }
+        if !t.container_routes {
+            s.push_str("  routes inside containers: off (VPNFIX_CONTAINER_ROUTES=false)\n");
         }
         for c in &t.conflicts {
             let _ = writeln!(s, "  conflict: {c}");

@@ -108,9 +108,32 @@ pub struct State {
     /// `status` plan with it, so a tap tunnel's routes keep their gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<crate::net::Tunnel>,
+    /// The routes vpnfix added inside containers, per container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<Inside>,
+}
+
+/// The routes vpnfix added (or meant to) inside one container's network namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inside {
+    /// The container's id.
+    pub id: String,
+    /// Its name, for messages.
+    pub name: String,
+    /// The process vpnfix entered its namespace through.
+    pub pid: u32,
+    /// The namespace's identity: the routes are removed only from this namespace.
+    pub netns: crate::netns::NsId,
+    /// The routes, as in the host's list.
+    pub routes: Vec<Entry>,
 }
 
 impl State {
+    /// Whether it records no route at all, on the host or in a container.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.containers.iter().all(|c| c.routes.is_empty())
+    }
+
     /// Parses a state file's contents: the pure half of [`StateDir::read`], which the fuzz
     /// target and the corpus replay test call. A state of another [`VERSION`] is refused like a
     /// corrupt one (its fields may mean something else), so the caller falls back to the sweep.
@@ -324,6 +347,13 @@ mod tests {
             pushes: vec![],
             connection: Some("6f0e3a56-0000-4000-8000-00000000a002".into()),
             device: None,
+            containers: vec![Inside {
+                id: "8d1b".into(),
+                name: "milvus-etcd".into(),
+                pid: 4242,
+                netns: crate::netns::NsId { dev: 4, ino: 4026532830 },
+                routes: vec![Entry { route: spec("172.20.1.0/24"), status: Status::Added }],
+            }],
         };
         dir.write(&s).unwrap();
         assert_eq!(dir.read("tun0").unwrap(), Some(s));

@@ -35,9 +35,30 @@ pub struct TunnelStatus {
     pub missing: Vec<RouteSpec>,
     /// Every recorded route is in the kernel and nothing is missing.
     pub in_sync: bool,
+    /// Whether routes go inside containers (`VPNFIX_CONTAINER_ROUTES`).
+    pub container_routes: bool,
+    /// The routes recorded inside containers, per container.
+    pub containers: Vec<InsideStatus>,
     /// The tunnel's watcher, if it has (or had) one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watcher: Option<WatcherStatus>,
+}
+
+/// One container's recorded routes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InsideStatus {
+    /// The container's name.
+    pub name: String,
+    /// Its id.
+    pub id: String,
+    /// The process vpnfix entered it through.
+    pub pid: u32,
+    /// Its namespace.
+    pub netns: crate::netns::NsId,
+    /// Whether that namespace is still there.
+    pub running: bool,
+    /// The routes.
+    pub routes: Vec<RouteSpec>,
 }
 
 /// A watcher as `status` shows it.
@@ -51,8 +72,15 @@ pub struct WatcherStatus {
 }
 
 /// The status of `state` against the live `host` (whose routes include vpnfix's own), planned
-/// anew from the recorded tunnel and pushes; with its watcher as found.
-pub fn status(state: &State, host: &Host, config: &Config, watcher: Option<WatcherStatus>) -> TunnelStatus {
+/// anew from the recorded tunnel and pushes; with its watcher as found and `alive` telling
+/// whether a recorded container's namespace is still there.
+pub fn status(
+    state: &State,
+    host: &Host,
+    config: &Config,
+    watcher: Option<WatcherStatus>,
+    alive: impl Fn(u32, crate::netns::NsId) -> bool,
+) -> TunnelStatus {
     let in_kernel = |r: &RouteSpec| r.in_table(&host.routes);
     let routes: Vec<RouteStatus> = state
         .routes
@@ -72,5 +100,27 @@ pub fn status(state: &State, host: &Host, config: &Config, watcher: Option<Watch
     };
     let in_sync = routes.iter().all(|r| r.in_kernel) && missing.is_empty();
     let tunnel = state.tunnel.clone();
-    TunnelStatus { tunnel, device_present, routes, conflicts: p.conflicts, missing, in_sync, watcher }
+    let containers = state
+        .containers
+        .iter()
+        .map(|c| InsideStatus {
+            name: c.name.clone(),
+            id: c.id.clone(),
+            pid: c.pid,
+            netns: c.netns,
+            running: alive(c.pid, c.netns),
+            routes: c.routes.iter().map(|e| e.route.clone()).collect(),
+        })
+        .collect();
+    TunnelStatus {
+        tunnel,
+        device_present,
+        routes,
+        conflicts: p.conflicts,
+        missing,
+        in_sync,
+        container_routes: config.container_routes,
+        containers,
+        watcher,
+    }
 }

@@ -92,8 +92,9 @@ fn containers_networks_and_routes_that_change_after_connect() {
     assert_cut_off(w, "kept route deleted by hand", &m.containers_via("tun0"));
     disconnect(w, c, &before);
 
-    // With it.
-    let c = connect_seed_watched(&m, &[]);
+    // With it; no routes inside containers (this dockerd masquerades nothing; tests/e2e_inside.rs
+    // has them), so the note that containers cannot reach the VPN side is there to be said once.
+    let c = connect_seed_watched(&m, &["setenv VPNFIX_CONTAINER_ROUTES false"]);
     // 1. A container started after connect at an address outside the kept blocks.
     w.container("milvus", MILVUS, "milvus-late", &["--ip", late]);
     routed(w, late, &m.bridge);
@@ -246,15 +247,4 @@ fn an_engine_restarted_while_connected_loses_nothing() {
     assert_eq!(without_veths(&w.laptop.table()), without_veths(&before), "{}", watcher_log(w));
     assert!(until(|| watchers(w).is_empty()), "the watcher outlived the disconnect\n{}", watcher_log(w));
     timing("an_engine_restarted_while_connected_loses_nothing", t0);
-}
-
-/// The routes of `ip -j route` + `ip -j -6 route` output but those on containers' veths.
-fn without_veths(table: &str) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    for family in serde_json::Deserializer::from_str(table).into_iter::<serde_json::Value>() {
-        let serde_json::Value::Array(routes) = family.unwrap() else { panic!("not ip -j output: {table}") };
-        out.extend(routes.into_iter().filter(|r| !r["dev"].as_str().unwrap_or_default().starts_with("veth")));
-    }
-    assert!(out.iter().any(|r| r["dev"] == "wan0"), "{table}");
-    out
 }

@@ -393,6 +393,8 @@ fn the_connect_hook_starts_one_detached_watcher_with_net_admin_alone() {
     let state = TempDir::new("autowatch");
     let mut e = hook_env("route-up", &state);
     e.push(("VPNFIX_WATCH".into(), "true".into()));
+    // Routes inside containers need two more (tests/e2e_inside.rs checks those).
+    e.push(("VPNFIX_CONTAINER_ROUTES".into(), "false".into()));
     let out = ns.vpnfix(&e, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let record = state.path().join("state/tun0.watcher");

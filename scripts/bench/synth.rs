@@ -143,7 +143,7 @@ pub fn synth(scale: Scale, seed: u64) -> Synth {
     let mut dropped = Vec::new();
     let inspects: Vec<vpnfix::docker::EngineNetwork> = inspects
         .into_iter()
-        .map(|inspect| vpnfix::docker::EngineNetwork { engine: vpnfix::net::Engine::Docker, inspect })
+        .map(|inspect| vpnfix::docker::EngineNetwork { engine: vpnfix::net::Engine::Docker, inspect, host: None })
         .collect();
     let docker = inspects.iter().filter_map(|n| vpnfix::docker::from_inspect(n, &mut dropped)).collect();
     assert!(dropped.is_empty(), "{dropped:?}");

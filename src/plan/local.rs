@@ -80,6 +80,9 @@ pub fn on_link_routes<'a>(facts: &'a Facts, routes: &[&'a Route]) -> (Vec<&'a Ro
         .partition(|r| is_bridge(facts, r.dev.as_deref().unwrap_or_default()))
 }
 
+/// What [`Used::by`] says of the bridge's own addresses.
+pub const BRIDGE_ADDRESS: &str = "bridge address";
+
 /// Describes one bridge route as a local network.
 pub fn describe(facts: &Facts, route: &Route) -> LocalNetwork {
     let dev = route.dev.clone().unwrap_or_default();
@@ -90,7 +93,7 @@ pub fn describe(facts: &Facts, route: &Route) -> LocalNetwork {
         .addrs
         .iter()
         .filter(|a| a.dev == dev && inside(&a.addr))
-        .map(|a| Used { addr: a.addr, by: "bridge address".into() })
+        .map(|a| Used { addr: a.addr, by: BRIDGE_ADDRESS.into() })
         .collect();
     let mut local = LocalNetwork {
         dst,
@@ -134,7 +137,7 @@ fn add_docker(local: &mut LocalNetwork, used: &mut Vec<Used>, n: &DockerNetwork)
             continue;
         }
         used.extend(addrs.iter().map(|a| Used { addr: *a, by: c.name.clone() }));
-        local.containers.push(Container { name: c.name.clone(), addrs });
+        local.containers.push(Container { id: c.id.clone(), name: c.name.clone(), addrs });
     }
     local.containers.sort_by(|a, b| a.addrs.cmp(&b.addrs));
 }

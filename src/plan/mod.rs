@@ -11,11 +11,13 @@
 //! finer prefix (route, push, bridge, kept block) inside, because every address of such a block
 //! meets the same routes and rules.
 
+mod inside;
 mod local;
 mod report;
 #[cfg(test)]
 mod tests;
 
+pub use inside::{out_specify, InsideNetwork};
 pub use local::{LocalNetwork, Used};
 pub use report::{Conflict, Plan, PlannedRoute, Side};
 

@@ -1,6 +1,7 @@
 //! The planner's output types, and their assembly from the search's blocks: reasons, the
 //! per-tunnel cap, conflicts and notes. Pure.
 
+use super::inside::InsideNetwork;
 use super::local::LocalNetwork;
 use super::{Contest, Index, Target};
 use crate::cidr::{aggregate, Bounds, Prefix};
@@ -98,6 +99,10 @@ pub struct Plan {
     pub add: Vec<PlannedRoute>,
     /// Every push/local-network overlap.
     pub conflicts: Vec<Conflict>,
+    /// Whether routes go inside containers too (`VPNFIX_CONTAINER_ROUTES`).
+    pub container_routes: bool,
+    /// Routes inside the containers of contested networks, per network.
+    pub inside: Vec<InsideNetwork>,
     /// What was not used or not fixed, and why.
     pub skipped: Vec<Skipped>,
     /// What the user should know.
@@ -133,10 +138,20 @@ pub(super) fn assemble(
         add.extend(routes.into_iter().map(|(b, t)| planned(facts, ix, pushes, b, t)));
     }
     skipped.extend(over_cap(&over, left, config.max_routes));
+    let inside = super::inside::plan(facts, config, ix, &ranges, &mut skipped);
     add.sort_by(|a, b| a.dst.cmp(&b.dst).then(a.dev.cmp(&b.dev)));
     let conflicts = conflicts(config, ix, pushes, &ranges, &add);
-    let notes = notes(facts, config, &conflicts);
-    Plan { tunnel: facts.tunnel.dev.clone(), policy: config.policy, add, conflicts, skipped, notes }
+    let notes = notes(facts, config, &conflicts, &inside);
+    Plan {
+        tunnel: facts.tunnel.dev.clone(),
+        policy: config.policy,
+        add,
+        conflicts,
+        container_routes: config.container_routes,
+        inside,
+        skipped,
+        notes,
+    }
 }
 
 /// One line per range over the cap; past three ranges, one line for all of them.
@@ -228,7 +243,7 @@ fn kept_blocks(ix: &Index, c: Prefix, li: usize, broad: bool) -> Vec<IpNet> {
     aggregate(&out)
 }
 
-fn notes(facts: &Facts, config: &Config, conflicts: &[Conflict]) -> Vec<String> {
+fn notes(facts: &Facts, config: &Config, conflicts: &[Conflict], inside: &[InsideNetwork]) -> Vec<String> {
     let mut notes = Vec::new();
     if facts.docker.is_none() && !conflicts.is_empty() {
         notes.push(
@@ -255,6 +270,8 @@ fn notes(facts: &Facts, config: &Config, conflicts: &[Conflict]) -> Vec<String> 
         }
         let ranges = listed.join(", ");
         notes.push(match config.policy {
+            // Containers that get routes inside them reach the VPN side: nothing to say.
+            Policy::Split if inside.iter().any(|i| i.subnet == l.dst && i.bridge == l.dev) => continue,
             Policy::Split => format!(
                 "containers on {owner} still cannot reach the VPN side of {ranges} themselves (their subnet {} says it is on-link); `vpnfix suggest` proposes a subnet that does not collide",
                 l.dst

@@ -54,6 +54,8 @@ fn seed() -> Facts {
         neighbours: vec![],
         docker: Some(vec![DockerNetwork {
             engine: crate::net::Engine::Docker,
+            egress: crate::net::Egress::Masquerade,
+            host: None,
             name: "milvus".into(),
             id: "0123456789abcdef".into(),
             bridge: "br-milvus".into(),
@@ -63,7 +65,11 @@ fn seed() -> Facts {
             containers: ["etcd", "minio", "standalone"]
                 .iter()
                 .zip(2..)
-                .map(|(n, i)| Container { name: format!("milvus-{n}"), addrs: vec![ip(&format!("172.20.0.{i}"))] })
+                .map(|(n, i)| Container {
+                    id: String::new(),
+                    name: format!("milvus-{n}"),
+                    addrs: vec![ip(&format!("172.20.0.{i}"))],
+                })
                 .collect(),
         }]),
         skipped: vec![],
@@ -126,7 +132,7 @@ fn a_longer_push_over_a_new_container_keeps_exactly_that_container() {
     f.pushes = vec![push("172.20.2.0/24")];
     f.routes.push(route("172.20.2.0/24", "tun0", Some("10.8.0.1"), 0));
     let docker = f.docker.as_mut().unwrap();
-    docker[0].containers.push(Container { name: "late".into(), addrs: vec![ip("172.20.2.10")] });
+    docker[0].containers.push(Container { id: String::new(), name: "late".into(), addrs: vec![ip("172.20.2.10")] });
     let p = plan(&f, &Config::default());
     assert_eq!(lines(&p), ["172.20.2.10/32 dev br-milvus"]);
 }
@@ -141,13 +147,15 @@ fn an_aggregate_push_over_two_compose_networks() {
     f.addrs.push(Addr { dev: "br-shop".into(), addr: ip("172.18.0.1"), prefix_len: 16 });
     f.docker.as_mut().unwrap().push(DockerNetwork {
         engine: crate::net::Engine::Docker,
+        egress: crate::net::Egress::Masquerade,
+        host: None,
         name: "shop_default".into(),
         id: "fedcba9876543210".into(),
         bridge: "br-shop".into(),
         compose_project: Some("shop".into()),
         compose_network: None,
         ipam: vec![IpamPool { subnet: net("172.18.0.0/16"), gateway: None, ip_range: Some(net("172.18.64.0/20")) }],
-        containers: vec![Container { name: "shop-api-1".into(), addrs: vec![ip("172.18.200.7")] }],
+        containers: vec![Container { id: String::new(), name: "shop-api-1".into(), addrs: vec![ip("172.18.200.7")] }],
     });
     let p = plan(&f, &Config::default());
     let shop: Vec<String> = lines(&p).into_iter().filter(|l| l.starts_with("172.18.")).collect();
@@ -336,4 +344,125 @@ fn contest_pairs_every_overlap_and_keeps_exactly_the_overlapping_routes() {
         let plain = contest.ranges.iter().any(|(c, _, _)| c.overlaps(p));
         assert_eq!(contest.overlaps(p), plain, "{r}");
     }
+}
+
+// ------------------------------------------------------------- routes inside containers ----
+
+fn inside_lines(p: &Plan) -> Vec<String> {
+    p.inside.iter().flat_map(|i| i.routes.iter().map(move |r| format!("{r} via {}", i.gateway))).collect()
+}
+
+fn skipped_lines(p: &Plan) -> Vec<String> {
+    p.skipped.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn containers_get_the_vpn_side_via_their_gateway() {
+    let p = plan(&seed(), &Config::default());
+    let want: Vec<String> = SEED_VPN.iter().map(|s| s.replace(" dev tun0", " via 172.20.0.1")).collect();
+    assert_eq!(inside_lines(&p), want);
+    let i = &p.inside[0];
+    assert_eq!((i.network.as_str(), i.subnet, i.bridge.as_str()), ("milvus", net("172.20.0.0/16"), "br-milvus"));
+    assert_eq!(i.containers.len(), 3);
+    // They reach the VPN now: no note says they cannot.
+    assert!(p.notes.iter().all(|n| !n.contains("still cannot reach")), "{:?}", p.notes);
+    assert!(p.skipped.is_empty());
+}
+
+#[test]
+fn a_push_the_host_already_routes_still_goes_inside_the_containers() {
+    // OpenVPN's /24 wins on the host by length: the host needs nothing, the containers do.
+    let mut f = seed();
+    f.pushes = vec![push("172.20.2.0/24")];
+    f.routes.push(route("172.20.2.0/24", "tun0", Some("10.8.0.1"), 0));
+    let p = plan(&f, &Config::default());
+    assert!(p.add.is_empty());
+    assert_eq!(inside_lines(&p), ["172.20.2.0/24 via 172.20.0.1"]);
+}
+
+#[test]
+fn under_vpn_the_containers_lose_what_the_host_loses_but_the_gateway() {
+    let config = Config { policy: Policy::Vpn, ..Config::default() };
+    let p = plan(&seed(), &config);
+    let blocks = &p.inside[0].routes;
+    let gw = ip("172.20.0.1");
+    assert!(blocks.iter().all(|b| !b.contains(&gw) && b.prefix_len() > 16), "{blocks:?}");
+    for a in ["172.20.0.0", "172.20.0.2", "172.20.0.3", "172.20.200.1", "172.20.255.255"] {
+        assert!(blocks.iter().any(|b| b.contains(&ip(a))), "{a} is not routed via the gateway");
+    }
+    assert_eq!(blocks.len(), 16, "the /16 but one address: one block per bit");
+}
+
+#[test]
+fn under_local_or_when_turned_off_nothing_goes_inside() {
+    for config in
+        [Config { policy: Policy::Local, ..Config::default() }, Config { container_routes: false, ..Config::default() }]
+    {
+        let p = plan(&seed(), &config);
+        assert!(p.inside.is_empty(), "{config:?}");
+        assert!(p.skipped.is_empty());
+    }
+}
+
+#[test]
+fn internal_and_unmasqueraded_networks_are_skipped_with_one_line() {
+    for (egress, why) in [
+        (crate::net::Egress::Internal, "the network is internal"),
+        (crate::net::Egress::NoMasquerade, "the network does not masquerade"),
+    ] {
+        let mut f = seed();
+        f.docker.as_mut().unwrap()[0].egress = egress;
+        let p = plan(&f, &Config::default());
+        assert!(p.inside.is_empty());
+        let said = skipped_lines(&p);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].starts_with("containers of docker network milvus (172.20.0.0/16): "), "{}", said[0]);
+        assert!(said[0].contains(why), "{}", said[0]);
+        // The host's plan does not change.
+        assert_eq!(lines(&p), SEED_VPN);
+    }
+}
+
+#[test]
+fn ipv6_goes_inside_only_where_the_user_says_the_engine_nats_it() {
+    let mut f = seed();
+    f.pushes.push(push("fd00:ac14::/64"));
+    f.routes.push(route("fd00:ac14::/64", "br-milvus", None, 256));
+    f.addrs.push(Addr { dev: "br-milvus".into(), addr: ip("fd00:ac14::1"), prefix_len: 64 });
+    let p = plan(&f, &Config::default());
+    assert_eq!(p.inside.len(), 1, "IPv4 only");
+    let lines = skipped_lines(&p);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("containers of docker network milvus (fd00:ac14::/64): IPv6: Docker does not say"));
+    let p = plan(&f, &Config { container_routes_v6: true, ..Config::default() });
+    assert_eq!(p.inside.len(), 2);
+    let v6 = &p.inside[1];
+    assert_eq!(v6.gateway, ip("fd00:ac14::1"));
+    assert!(v6.routes.iter().all(|b| b.prefix_len() > 64 && !b.contains(&ip("fd00:ac14::1"))));
+}
+
+#[test]
+fn a_bridge_no_engine_describes_gets_no_routes_inside() {
+    let mut f = seed();
+    f.docker = None;
+    let p = plan(&f, &Config::default());
+    assert!(p.inside.is_empty());
+    assert!(skipped_lines(&p).iter().any(|l| l.contains("no container engine describes")), "{:?}", p.skipped);
+}
+
+#[test]
+fn blocks_are_split_past_the_containers_own_routes() {
+    let blocks = [net("172.20.2.0/23"), net("172.20.4.0/22")];
+    // The container's own /16 and default are shorter: nothing to split.
+    let (out, lost) = out_specify(&blocks, &[net("172.20.0.0/16"), net("0.0.0.0/0")]);
+    assert_eq!((out, lost), (blocks.to_vec(), vec![]));
+    // A route of its own at 172.20.2.0/24 and one of the same length as a block.
+    let (out, lost) = out_specify(&blocks, &[net("172.20.2.0/24"), net("172.20.4.0/22")]);
+    assert_eq!(
+        out,
+        ["172.20.2.0/25", "172.20.2.128/25", "172.20.3.0/24", "172.20.4.0/23", "172.20.6.0/23"].map(net).to_vec()
+    );
+    assert!(lost.is_empty());
+    let (out, lost) = out_specify(&[net("10.0.0.1/32")], &[net("10.0.0.1/32")]);
+    assert_eq!((out, lost), (vec![], vec![net("10.0.0.1/32")]));
 }

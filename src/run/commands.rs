@@ -214,7 +214,9 @@ pub fn status(args: &StatusArgs) -> Result<String, Error> {
     }
     let (statuses, unmanaged) = {
         let host = gather_host(&Kernel::connect()?, &config)?;
-        let out: Vec<_> = records.into_iter().map(|(s, w)| crate::status::status(&s, &host, &config, w)).collect();
+        let alive = |pid, id| matches!(crate::netns::Namespace::still(pid, id), Ok(Some(_)));
+        let out: Vec<_> =
+            records.into_iter().map(|(s, w)| crate::status::status(&s, &host, &config, w, alive)).collect();
         // VPN devices that are up with no record: a VPN whose hook is not set up (or not yet
         // run), with what vpnfix would add for the routes the kernel has through it.
         let unmanaged: Vec<(String, usize)> = discover::tunnels(&host.links, &host.addrs, &host.routes, config.proto)

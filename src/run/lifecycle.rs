@@ -77,10 +77,18 @@ pub(super) fn connect(config: &Config, input: HookInput) -> Result<String, Error
     let connection = input.connection.clone();
     let g = gather(&k, config, input)?;
     let done = reconcile_locked(&k, &dir, config, &g, connection.as_deref(), &mut Said::default())?;
-    Ok(format!(
+    let mut line = format!(
         "{dev}: {} route(s) added, {} already there, {} removed, {} blocked by foreign routes, {} not verified",
         done.added, done.present, done.removed, done.blocked, done.unverified
-    ))
+    );
+    let i = &done.inside;
+    if i.containers + i.failed + i.removed > 0 {
+        line += &format!(
+            "; inside {} container(s): {} added, {} removed, {} container(s) not reached",
+            i.containers, i.added, i.removed, i.failed
+        );
+    }
+    Ok(line)
 }
 
 /// Plans for the facts and reconciles, the tunnel's lock held.
@@ -108,7 +116,16 @@ fn reconcile_locked(
         }
     }
     let vpn = apply::Vpn { pushes: &g.pushes, connection, device: Some(&g.tunnel) };
-    Ok(apply::reconcile(k, dir, &p, &vpn, &g.routes, &g.links, config.proto)?)
+    let mut done = apply::reconcile(k, dir, &p, &vpn, &g.routes, &g.links, config.proto)?;
+    let inside = apply::reconcile_containers(dir, &p, &vpn, config.proto, config.docker_timeout_ms)?;
+    if inside.added + inside.removed > 0 || inside.containers > 0 {
+        debug!(
+            "inside containers: {} added, {} removed; {} container(s) hold routes, {} could not be reached",
+            inside.added, inside.removed, inside.containers, inside.failed
+        );
+    }
+    done.inside = inside;
+    Ok(done)
 }
 
 /// The plan's notes and skipped items already said: a watcher says each once, not at every
@@ -148,7 +165,7 @@ pub(super) fn keep_recorded(
     let input = HookInput { tunnel, pushes: state.pushes, ..HookInput::default() };
     let facts = g.host.into_facts(input);
     let done = reconcile_locked(&k, &dir, config, &facts, state.connection.as_deref(), said)?;
-    Ok(Kept::Reconciled(done.added + done.removed))
+    Ok(Kept::Reconciled(done.added + done.removed + done.inside.added + done.inside.removed))
 }
 
 /// Whether this process may change routes: CAP_NET_ADMIN (bit 12) in its effective set, as

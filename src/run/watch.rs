@@ -64,7 +64,7 @@ pub fn watch(args: &WatchArgs) -> Result<String, Error> {
         debug!("a watcher for {dev} is already running");
         return Ok(format!("a watcher for {dev} is already running\n"));
     };
-    match crate::privilege::keep_net_admin_only() {
+    match crate::privilege::keep_only_needed(config.container_routes) {
         Ok(kept) if kept.is_empty() => warn!("watching {dev} without CAP_NET_ADMIN: no route can be changed"),
         Ok(_) => {}
         Err(e) => warn!("{e}; watching with the privileges it has"),

@@ -50,13 +50,15 @@ pub(super) fn docker_net(name: &str, bridge: &str, project: Option<&str>, subnet
     };
     DockerNetwork {
         engine: crate::net::Engine::Docker,
+        egress: crate::net::Egress::Masquerade,
+        host: None,
         name: name.into(),
         id: format!("{name}0123456789"),
         bridge: bridge.into(),
         compose_project: project.map(str::to_string),
         compose_network: None,
         ipam: vec![IpamPool { subnet: s, gateway: Some(host(1)), ip_range: None }],
-        containers: vec![Container { name: format!("{name}-c"), addrs: vec![host(2)] }],
+        containers: vec![Container { id: String::new(), name: format!("{name}-c"), addrs: vec![host(2)] }],
     }
 }
 

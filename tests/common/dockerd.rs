@@ -44,11 +44,36 @@ pub struct Dockerd {
     /// How long it took to answer on its socket.
     pub started_in: std::time::Duration,
     pub(super) child: Option<Child>,
+    /// Whether it runs with its iptables rules (NAT, forwarding) in its namespace.
+    nat: bool,
+}
+
+/// The flags that keep dockerd's iptables rules, forwarding and masquerade out (the default),
+/// or none of them (`nat`).
+fn nat_flags(nat: bool) -> &'static [&'static str] {
+    if nat {
+        &[]
+    } else {
+        &["--iptables=false", "--ip-forward=false", "--ip-masq=false"]
+    }
 }
 
 impl Dockerd {
     /// Starts dockerd in `ns` and waits (up to 60 s) until its socket answers.
     pub fn start(ns: &Netns) -> Dockerd {
+        Dockerd::start_with(ns, false)
+    }
+
+    /// Starts dockerd in `ns` with its iptables rules on (its NAT and forwarding rules land in
+    /// `ns`, checked), as a real laptop runs it.
+    pub fn start_nat(ns: &Netns) -> Dockerd {
+        let d = Dockerd::start_with(ns, true);
+        let nat = String::from_utf8_lossy(&run(ns.cmd("iptables").args(["-t", "nat", "-S"])).stdout).into_owned();
+        assert!(nat.contains("-N DOCKER"), "dockerd's NAT chain is not in the namespace:\n{nat}\n{}", d.log_tail());
+        d
+    }
+
+    fn start_with(ns: &Netns, nat: bool) -> Dockerd {
         let tag = format!("vft-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let dir = std::env::temp_dir().join(format!("{tag}-dockerd"));
         for d in ["data", "exec", "client"] {
@@ -62,7 +87,7 @@ impl Dockerd {
             .arg("dockerd")
             .arg("--config-file")
             .arg(dir.join("daemon.json"))
-            .args(["--iptables=false", "--ip-forward=false", "--ip-masq=false"])
+            .args(nat_flags(nat))
             .args(["--bridge=none", "--storage-driver=vfs"])
             .arg("--data-root")
             .arg(dir.join("data"))
@@ -81,7 +106,7 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .expect("nsenter … dockerd starts");
-        let mut d = Dockerd { dir, tag, started_in: std::time::Duration::ZERO, child: Some(child) };
+        let mut d = Dockerd { dir, tag, started_in: std::time::Duration::ZERO, child: Some(child), nat };
         d.wait_until_answering();
         d.started_in = t0.elapsed();
         d
@@ -139,13 +164,13 @@ impl Dockerd {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
-    /// Imports a one-binary image from the static busybox (`sh`, `sleep` linked to it); there
+    /// Imports a one-binary image from the static busybox (`sh`, `sleep`, `ping`, `nc` linked to it); there
     /// is no registry here.
     pub fn import_busybox(&self, image: &str) {
         let bin = self.dir.join("rootfs/bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
-        for l in ["sh", "sleep"] {
+        for l in ["sh", "sleep", "ping", "nc"] {
             std::os::unix::fs::symlink("busybox", bin.join(l)).unwrap();
         }
         let mut tar = Command::new("tar")
@@ -257,7 +282,7 @@ impl Dockerd {
             .arg("dockerd")
             .arg("--config-file")
             .arg(config)
-            .args(["--iptables=false", "--ip-forward=false", "--ip-masq=false"])
+            .args(nat_flags(self.nat))
             .args(["--bridge=none", "--storage-driver=vfs"])
             .arg("--data-root")
             .arg(self.dir.join("data"))

@@ -212,3 +212,14 @@ pub fn watcher_log(w: &World) -> String {
 pub fn watchers(w: &World) -> Vec<String> {
     super::watchers_in(&w.laptop)
 }
+
+/// The routes of `ip -j route` + `ip -j -6 route` output but those on containers' veths.
+pub fn without_veths(table: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for family in serde_json::Deserializer::from_str(table).into_iter::<serde_json::Value>() {
+        let serde_json::Value::Array(routes) = family.unwrap() else { panic!("not ip -j output: {table}") };
+        out.extend(routes.into_iter().filter(|r| !r["dev"].as_str().unwrap_or_default().starts_with("veth")));
+    }
+    assert!(out.iter().any(|r| r["dev"] == "wan0"), "{table}");
+    out
+}

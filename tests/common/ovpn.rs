@@ -315,9 +315,19 @@ impl World {
     /// The laptop (dockerd running, busybox imported as `local/busybox`) and one running
     /// OpenVPN server per site.
     pub fn new(specs: &[SiteSpec]) -> World {
+        World::build(specs, false)
+    }
+
+    /// The same, with the laptop's dockerd running its iptables rules (NAT and forwarding), as a
+    /// real laptop's does: what containers need to reach anything beyond the host.
+    pub fn with_docker_nat(specs: &[SiteSpec]) -> World {
+        World::build(specs, true)
+    }
+
+    fn build(specs: &[SiteSpec], nat: bool) -> World {
         let dir = TempDir::new("e2e");
         let laptop = Netns::tagged("laptop");
-        let docker = Dockerd::start(&laptop);
+        let docker = if nat { Dockerd::start_nat(&laptop) } else { Dockerd::start(&laptop) };
         docker.import_busybox("local/busybox");
         make_pki(dir.path());
         let sites = specs.iter().enumerate().map(|(n, s)| Site::build(n, s, &laptop)).collect();

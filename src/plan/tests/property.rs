@@ -175,6 +175,8 @@ impl World {
                 .collect(),
             docker: Some(vec![DockerNetwork {
                 engine: crate::net::Engine::Docker,
+                egress: crate::net::Egress::Masquerade,
+                host: None,
                 name: "net0".into(),
                 id: "x".into(),
                 bridge: "br0".into(),
@@ -188,7 +190,11 @@ impl World {
                 containers: self
                     .containers
                     .iter()
-                    .map(|a| Container { name: format!("c{a}"), addrs: vec![ip(&addr_text(v6, *a))] })
+                    .map(|a| Container {
+                        id: String::new(),
+                        name: format!("c{a}"),
+                        addrs: vec![ip(&addr_text(v6, *a))],
+                    })
                     .collect(),
             }]),
             skipped: vec![],
@@ -205,6 +211,7 @@ impl World {
             keep_prefix_v6: base + self.keep_rel as u8,
             keep: list(self.user_keep),
             vpn: list(self.user_vpn),
+            container_routes_v6: true,
             ..Config::default()
         }
     }
@@ -314,6 +321,37 @@ fn run(w: &World) -> Result<(), TestCaseError> {
             }
             _ => prop_assert_eq!(now, before, "address {} changed but was not wrong", a),
         }
+    }
+    inside(w, &p)
+}
+
+/// Routes inside the containers, read literally per local network l of the Docker network (on
+/// br0): via the gateway exactly the addresses of l a push covers that are not kept for l, but
+/// the gateway (the bridge's lowest address in l); nothing under `local`.
+fn inside(w: &World, p: &crate::plan::Plan) -> Result<(), TestCaseError> {
+    for (l, ldev) in w.locals.iter().filter(|(_, d)| *d == "br0") {
+        let subnet: ipnet::IpNet = l.text(w.v6).parse().unwrap();
+        let got: BTreeSet<u32> = p
+            .inside
+            .iter()
+            .filter(|i| i.subnet == subnet)
+            .flat_map(|i| i.routes.iter())
+            .flat_map(|r| l.addrs().filter(move |a| r.contains(&ip(&addr_text(w.v6, *a)))))
+            .collect();
+        let gw = w.locals.iter().filter(|(o, d)| d == ldev && l.has(o.start + 1)).map(|(o, _)| o.start + 1).min();
+        let want: BTreeSet<u32> = l
+            .addrs()
+            .filter(|a| Some(*a) != gw)
+            .filter(|a| {
+                let Some(push) = w.pushes.iter().filter(|p| p.has(*a)).max_by_key(|p| p.rel) else { return false };
+                match w.policy {
+                    Policy::Vpn => true,
+                    Policy::Local => false,
+                    Policy::Split => !kept(w, *a, *l, ldev, push.rel < w.keep_rel),
+                }
+            })
+            .collect();
+        prop_assert_eq!(got, want, "inside the containers of {}", subnet);
     }
     Ok(())
 }
