@@ -6,7 +6,7 @@
 
 use crate::net::{Container, DockerNetwork, Egress, Engine, IpamPool, Skipped};
 use bollard::models::{ContainerSummary, EndpointResource, Network, NetworkInspect};
-use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions, ListNetworksOptions};
+use bollard::query_parameters::{ListContainersOptions, ListNetworksOptions};
 use bollard::Docker;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -53,6 +53,17 @@ pub enum DockerError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A plain request vpnfix makes itself failed, or its answer is not what the engine gives.
+    #[error("the container engine at {host} did not answer {what}")]
+    Answer {
+        /// The address.
+        host: String,
+        /// Which request.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The engine took longer than the configured time in all.
     #[error("the container engine at {host} did not answer within {ms} ms (VPNFIX_DOCKER_TIMEOUT_MS)")]
     Timeout {
@@ -69,6 +80,7 @@ impl DockerError {
         match self {
             DockerError::Connect { host, .. }
             | DockerError::Request { host, .. }
+            | DockerError::Answer { host, .. }
             | DockerError::Timeout { host, .. } => host,
         }
     }
@@ -160,32 +172,55 @@ async fn inspect_one(host: &str) -> Result<EngineAnswer, DockerError> {
     Ok(EngineAnswer { host: host.into(), engine, networks })
 }
 
-/// The process of each container of `ids` as the engine at `host` sees it (in this host's pid
-/// namespace, where both run), asked at once within one time limit: its pid, `None` for a
-/// container that is not running (or gone). The outer error is the engine's: no connection, or
-/// no answer in time.
-pub async fn pids(host: &str, ids: &[String], timeout_ms: u64) -> Result<Vec<Option<u32>>, DockerError> {
-    let docker =
-        Docker::connect_with_host(host).map_err(|source| DockerError::Connect { host: host.into(), source })?;
-    let docker = &docker;
-    let one = |id: &'_ String| {
-        let id = id.clone();
-        async move {
-            let id = id.as_str();
-            match docker.inspect_container(id, None::<InspectContainerOptions>).await {
-                Ok(c) => Ok(c.state.filter(|s| s.running == Some(true)).and_then(|s| s.pid)),
-                // A container removed meanwhile is simply not running.
-                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
-                Err(e) => Err(request(host, "a container inspection")(e)),
-            }
+/// The process of each container of `ids` as the engine at `host` sees it (in the engine's pid
+/// namespace, usually this host's), within `timeout_ms` in all: its pid, `None` for a container
+/// that is not running (or gone). The error is the engine's: no answer, or none in time. One
+/// plain GET each, blocking (no runtime), and only `State` read: bollard's whole container
+/// model would cost a third of the binary's size limit.
+pub fn pids(host: &str, ids: &[String], timeout_ms: u64) -> Result<Vec<Option<u32>>, DockerError> {
+    #[derive(serde::Deserialize)]
+    struct Inspect {
+        #[serde(rename = "State")]
+        state: Option<State>,
+    }
+    #[derive(serde::Deserialize)]
+    struct State {
+        #[serde(rename = "Running", default)]
+        running: bool,
+        #[serde(rename = "Pid", default)]
+        pid: i64,
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
+    let err = |source| DockerError::Answer { host: host.into(), what: "a container inspection", source };
+    let mut out = Vec::new();
+    for id in ids {
+        // Not an id an engine gives: nothing to ask.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            out.push(None);
+            continue;
         }
-    };
-    let all = futures::future::join_all(ids.iter().map(one));
-    let answers = tokio::time::timeout(Duration::from_millis(timeout_ms), all)
-        .await
-        .map_err(|_| DockerError::Timeout { host: host.into(), ms: timeout_ms })?;
-    let pid = |p: Option<i64>| p.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
-    answers.into_iter().map(|a| a.map(pid)).collect()
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(DockerError::Timeout { host: host.into(), ms: timeout_ms });
+        }
+        let pid = match libpod::answer_blocking(host, &format!("/containers/{id}/json"), left) {
+            Ok((200, body)) => {
+                let i: Inspect = serde_json::from_slice(&body)
+                    .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+                let s = i.state.filter(|s| s.running);
+                s.and_then(|s| u32::try_from(s.pid).ok()).filter(|p| *p > 0)
+            }
+            // Removed meanwhile: simply not running.
+            Ok((404, _)) => None,
+            Ok((status, _)) => return Err(err(std::io::Error::other(format!("HTTP status {status}")))),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(DockerError::Timeout { host: host.into(), ms: timeout_ms })
+            }
+            Err(e) => return Err(err(e)),
+        };
+        out.push(pid);
+    }
+    Ok(out)
 }
 
 fn request<'a>(host: &'a str, what: &'static str) -> impl Fn(bollard::errors::Error) -> DockerError + 'a {

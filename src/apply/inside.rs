@@ -58,7 +58,8 @@ pub(super) fn forwarded(nets: &[InsideNetwork]) -> Vec<InsideNetwork> {
         }
         on
     };
-    let (v4, v6) = (on(false), on(true));
+    let has = |v6: bool| nets.iter().any(|n| n.subnet.addr().is_ipv6() == v6);
+    let (v4, v6) = (has(false) && on(false), has(true) && on(true));
     nets.iter().filter(|n| if n.subnet.addr().is_ipv6() { v6 } else { v4 }).cloned().collect()
 }
 
@@ -188,10 +189,7 @@ fn namespaces(
     if ask.is_empty() {
         return (open, unknown);
     }
-    let rt =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime starts");
-    let answers = rt
-        .block_on(futures::future::join_all(ask.iter().map(|(host, ids)| crate::docker::pids(host, ids, timeout_ms))));
+    let answers: Vec<_> = ask.iter().map(|(host, ids)| crate::docker::pids(host, ids, timeout_ms)).collect();
     for ((host, ids), answer) in ask.into_iter().zip(answers) {
         let pids = match answer {
             Ok(p) => p,

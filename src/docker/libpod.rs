@@ -59,26 +59,71 @@ pub fn name_bridges(networks: &mut [NetworkInspect], libpod: &[LibpodNetwork]) {
 
 /// The body of a 200 answer to `GET path` on `host` (`unix://` or `tcp://`/`http://`).
 async fn get(host: &str, path: &str) -> Option<Vec<u8>> {
-    if let Some(sock) = host.strip_prefix("unix://") {
-        exchange(tokio::net::UnixStream::connect(sock).await.ok()?, path).await
-    } else {
-        let addr = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://"))?;
-        exchange(tokio::net::TcpStream::connect(addr.trim_end_matches('/')).await.ok()?, path).await
+    match answer(host, path).await {
+        Ok((200, body)) => Some(body),
+        _ => None,
     }
 }
 
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, path: &str) -> Option<Vec<u8>> {
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+/// The status and body of the answer to `GET path` on `host` (`unix://` or `tcp://`/`http://`).
+async fn answer(host: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    if let Some(sock) = host.strip_prefix("unix://") {
+        exchange(tokio::net::UnixStream::connect(sock).await?, path).await
+    } else {
+        let addr = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://"));
+        let addr = addr
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not unix://, tcp:// or http://"))?;
+        exchange(tokio::net::TcpStream::connect(addr.trim_end_matches('/')).await?, path).await
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
     let mut answer = Vec::new();
-    s.take(MAX_ANSWER).read_to_end(&mut answer).await.ok()?;
-    body_of_ok(&answer).map(<[u8]>::to_vec)
+    s.take(MAX_ANSWER).read_to_end(&mut answer).await?;
+    split_answer(&answer)
+        .map(|(status, body)| (status, body.to_vec()))
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer"))
+}
+
+/// The same, blocking, every read and write bounded by `limit`: for a caller with no runtime.
+pub(super) fn answer_blocking(host: &str, path: &str, limit: std::time::Duration) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut answer = Vec::new();
+    if let Some(sock) = host.strip_prefix("unix://") {
+        let mut s = std::os::unix::net::UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(limit))?;
+        s.set_write_timeout(Some(limit))?;
+        s.write_all(request.as_bytes())?;
+        s.take(MAX_ANSWER).read_to_end(&mut answer)?;
+    } else {
+        let addr = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://"));
+        let addr = addr
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not unix://, tcp:// or http://"))?;
+        let mut s = std::net::TcpStream::connect(addr.trim_end_matches('/'))?;
+        s.set_read_timeout(Some(limit))?;
+        s.set_write_timeout(Some(limit))?;
+        s.write_all(request.as_bytes())?;
+        s.take(MAX_ANSWER).read_to_end(&mut answer)?;
+    }
+    split_answer(&answer)
+        .map(|(status, body)| (status, body.to_vec()))
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer"))
+}
+
+/// An HTTP answer's status and body.
+fn split_answer(answer: &[u8]) -> Option<(u16, &[u8])> {
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let status = answer[..end].split(|b| *b == b' ').nth(1)?;
+    let status = std::str::from_utf8(status).ok()?.parse().ok()?;
+    Some((status, &answer[end + 4..]))
 }
 
 /// The body of an HTTP answer whose status is 200.
+#[cfg(test)]
 fn body_of_ok(answer: &[u8]) -> Option<&[u8]> {
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let status = answer[..end].split(|b| *b == b' ').nth(1)?;
-    (status == b"200").then(|| &answer[end + 4..])
+    split_answer(answer).filter(|(s, _)| *s == 200).map(|(_, b)| b)
 }
 
 #[cfg(test)]

@@ -129,9 +129,11 @@ pub(super) fn plan(
             );
             continue;
         };
+        // Pushes nested in one another contest the same range more than once: walk each once.
+        let nets: Vec<IpNet> = contested.iter().map(|c| c.to_net()).collect();
         let mut blocks = Vec::new();
-        for c in contested {
-            walk(ix, c, li, Prefix::host(gateway), &mut blocks);
+        for c in aggregate(&nets) {
+            walk(ix, Prefix::from(c), li, Prefix::host(gateway), &mut blocks);
         }
         let routes = aggregate(&blocks);
         if routes.is_empty() {
@@ -167,7 +169,7 @@ fn walk(ix: &Index, b: Prefix, li: usize, gateway: Prefix, out: &mut Vec<IpNet>)
     if b == gateway {
         return;
     }
-    if b.contains(gateway) || ix.bounds.has_inner(b) {
+    if b.contains(gateway) || ix.rule_bounds.has_inner(b) {
         if let Some((lo, hi)) = b.halves() {
             walk(ix, lo, li, gateway, out);
             walk(ix, hi, li, gateway, out);

@@ -54,6 +54,9 @@ struct Index<'a> {
     local_nets: Vec<LocalNetwork>,
     /// Every prefix that can change an outcome.
     bounds: Bounds,
+    /// The prefixes that can change where an address is desired (pushes, local networks, kept
+    /// blocks; not the table's routes): what the routes inside containers depend on.
+    rule_bounds: Bounds,
     /// The table's prefixes only, for the split rule.
     table: Bounds,
 }
@@ -176,13 +179,10 @@ impl<'a> Index<'a> {
             keep: LpmTable::default(),
             local_nets: Vec::new(),
             bounds: Bounds::default(),
+            rule_bounds: Bounds::default(),
             table: Bounds::new(table.iter().map(|r| Prefix::from(r.dst)).collect()),
         };
         let mut bounds: Vec<Prefix> = Vec::new();
-        for r in table {
-            ix.routes.insert(Prefix::from(r.dst), *r);
-            bounds.push(Prefix::from(r.dst));
-        }
         for (i, p) in pushes.iter().enumerate() {
             ix.pushes.insert(Prefix::from(p.dst), i);
             bounds.push(Prefix::from(p.dst));
@@ -193,7 +193,13 @@ impl<'a> Index<'a> {
                 bounds.push(block);
             }
         }
+        bounds.extend(local_nets.iter().map(|l| Prefix::from(l.dst)));
         ix.local_nets = local_nets;
+        ix.rule_bounds = Bounds::new(bounds.clone());
+        for r in table {
+            ix.routes.insert(Prefix::from(r.dst), *r);
+            bounds.push(Prefix::from(r.dst));
+        }
         ix.bounds = Bounds::new(bounds);
         ix
     }
