@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=fuzz/corpus
-mkdir -p "$out"/{openvpn_env,nm_env,state,bundle,plan_from_bundle}
+mkdir -p "$out"/{openvpn_env,nm_env,vpnc_env,state,bundle,plan_from_bundle}
 
 # OpenVPN: NAME.env as KEY=value lines, NAME.args one `@arg` line per argument (up/down/route-pre-down
 # get six, empty ones included; route-up none); once as OpenVPN runs a script (script_type set),
@@ -27,6 +27,13 @@ for f in "$ovpn"/*.env; do
 done
 for d in tests/fixtures/bundles/* examples/laptop-*; do
   cp "$d/env" "$out/openvpn_env/seed-bundle-$(basename "$d")"
+done
+
+# vpnc-script (OpenConnect 9.01): each phase's captured environment, with the phase its hook
+# file names as the argument.
+for f in tests/fixtures/openconnect-9.01/*.env; do
+  name=$(basename "$f" .env)
+  { cat "$f"; printf '@%s\n' "$name"; } >"$out/vpnc_env/seed-$name"
 done
 
 # NetworkManager: the reference's vpn-up example (§8), vpn-down, and malformed routes.

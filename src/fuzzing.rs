@@ -16,7 +16,7 @@
 
 use crate::bundle::{self, Bundle};
 use crate::config::Config;
-use crate::hook::{self, nm, openvpn, HookInput, Source};
+use crate::hook::{self, nm, openvpn, vpnc, HookInput, Source};
 use crate::net::Facts;
 use crate::plan;
 use crate::state::State;
@@ -86,6 +86,46 @@ pub fn nm_env(data: &[u8]) {
         Err(nm::NmError::BadDevice(d)) => assert!(!openvpn::valid_ifname(d), "valid name {d:?} refused"),
     }
     detected(&env, &args);
+    check_config(&env);
+}
+
+/// vpnc-script's hook files: environment + `@PHASE` → [`vpnc::parse`] (and [`hook::detect`],
+/// the connect.d rewrite, and the configuration). The rewrite must be plain `sh` assignments of
+/// vpnfix's own rendering: nothing of the server's text reaches `eval`.
+pub fn vpnc_env(data: &[u8]) {
+    let (env, args) = env_input(data);
+    let phase = args.first().map(String::as_str);
+    let got = vpnc::parse(env.clone(), phase);
+    assert_eq!(got, vpnc::parse(env.clone(), phase), "the same input parsed twice differs");
+    match &got {
+        Ok(h) => {
+            for p in &h.pushes {
+                assert_eq!(p.dst, p.dst.trunc(), "a push with host bits: {p}");
+                assert!(p.dst.prefix_len() > 0, "a default route as a push: {p}");
+            }
+            let ipv4: Vec<ipnet::IpNet> = h.pushes.iter().map(|p| p.dst).filter(|d| d.addr().is_ipv4()).collect();
+            if let Some(sh) = vpnc::withheld(h, &ipv4[..ipv4.len().min(1)]) {
+                let safe = |c: char| c.is_ascii_alphanumeric() || "_=.,/:\n ".contains(c);
+                assert!(sh.chars().all(safe), "unsafe sh from vpnc::withheld: {sh:?}");
+                for line in sh.lines() {
+                    assert!(
+                        line.starts_with("CISCO_SPLIT_INC")
+                            || line.starts_with(vpnc::HELD)
+                            || line.starts_with("export "),
+                        "{line}"
+                    );
+                }
+            }
+        }
+        Err(vpnc::VpncError::NoDevice) => {
+            assert!(lookup(&env, "TUNDEV").is_none_or(str::is_empty), "NoDevice with a TUNDEV");
+        }
+        Err(vpnc::VpncError::BadDevice(d)) => assert!(!openvpn::valid_ifname(d), "valid name {d:?} refused"),
+        Err(vpnc::VpncError::BadPhase(p)) => assert!(!vpnc::PHASES.contains(&p.as_str()), "known phase {p:?} refused"),
+    }
+    let mut hook_args = vec!["vpnc".to_string()];
+    hook_args.extend(args.iter().cloned());
+    detected(&env, &hook_args);
     check_config(&env);
 }
 
@@ -196,6 +236,7 @@ fn detected(env: &[(String, String)], args: &[String]) {
     let want = match &inv.source {
         Source::OpenVpn { mode } => openvpn::parse(env.to_vec(), &inv.args, mode.as_deref()).map_err(|e| e.to_string()),
         Source::NetworkManager => nm::parse(env.to_vec(), &inv.args).map_err(|e| e.to_string()),
+        Source::Vpnc { phase } => vpnc::parse(env.to_vec(), Some(phase)).map_err(|e| e.to_string()),
     };
     assert_eq!(got, want, "Invocation::parse differs from the direct parse");
 }

@@ -1,5 +1,5 @@
 //! `vpnfix install`: puts the binary, NetworkManager's dispatcher script (with its `pre-down.d`
-//! link) and the OpenVPN snippet in place and records what it created in a manifest;
+//! link), the OpenVPN snippet and vpnc-script's hook files (OpenConnect) in place and records what it created in a manifest;
 //! `vpnfix install --uninstall` removes exactly that. It never changes what it did not create:
 //! a foreign file at one of its paths is reported and left alone, an identical one kept.
 //!
@@ -27,6 +27,12 @@ pub const PRE_DOWN_LINK: &str = "/etc/NetworkManager/dispatcher.d/pre-down.d/90-
 pub const PRE_DOWN_TARGET: &str = "../90-vpnfix";
 /// The OpenVPN snippet.
 pub const SNIPPET: &str = "/etc/openvpn/vpnfix.conf";
+/// vpnc-script's hook files (OpenConnect, vpnc): sourced from these directories by phase.
+pub const VPNC_HOOKS: [(&str, &str); 3] = [
+    ("/etc/vpnc/connect.d/vpnfix", include_str!("../examples/openconnect/connect.d/vpnfix")),
+    ("/etc/vpnc/post-connect.d/vpnfix", include_str!("../examples/openconnect/post-connect.d/vpnfix")),
+    ("/etc/vpnc/disconnect.d/vpnfix", include_str!("../examples/openconnect/disconnect.d/vpnfix")),
+];
 /// The one line a client configuration needs.
 pub const OVPN_LINE: &str = "config /etc/openvpn/vpnfix.conf";
 

@@ -236,3 +236,26 @@ fn a_bundle_from_networkmanager_replays_like_one_from_openvpn() {
     assert_eq!(nm, ovpn, "NetworkManager's env plans as OpenVPN's does");
     assert_ne!(nm, add_lines("tests/fixtures/bundles/seed-openvpn26", &[]));
 }
+
+/// A bundle whose `env` comes from vpnc-script (OpenConnect 9.01's post-connect, `TUNDEV`,
+/// `CISCO_SPLIT_INC_N_*`) replays like one from OpenVPN with the same pushes.
+#[test]
+fn a_bundle_from_vpnc_script_replays_like_one_from_openvpn() {
+    let seed = root().join("tests/fixtures/bundles/seed-openvpn26");
+    let dir = std::env::temp_dir().join(format!("vpnfix-cli-vpnc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["route.json", "route6.json", "link.json", "addr.json", "neigh.json", "docker.json"] {
+        std::fs::copy(seed.join(f), dir.join(f)).unwrap();
+    }
+    let env = std::fs::read_to_string(root().join("tests/fixtures/openconnect-9.01/post-connect.env")).unwrap();
+    std::fs::write(dir.join("env"), env.replace("TUNDEV=ocwtun0", "TUNDEV=tun0")).unwrap();
+    let text = vpnfix(&["plan", "--from", dir.to_str().unwrap()]);
+    let vpnc = add_lines(dir.to_str().unwrap(), &[]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = String::from_utf8(text.stdout).unwrap();
+    assert!(out.contains("pushed 172.20.0.0/16 (CISCO_SPLIT_INC_0_ADDR)"), "{out}");
+    assert!(out.contains("pushed fd00:ac14::/64 (CISCO_IPV6_SPLIT_INC_0_ADDR)"), "{out}");
+    let ovpn =
+        add_lines("tests/fixtures/bundles/seed-openvpn26", &["--route", "172.20.0.0/16", "--route", "fd00:ac14::/64"]);
+    assert_eq!(vpnc, ovpn, "vpnc-script's env plans as OpenVPN's does");
+}

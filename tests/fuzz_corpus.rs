@@ -17,6 +17,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("state", fuzzing::state),
     ("bundle", fuzzing::bundle),
     ("plan_from_bundle", fuzzing::plan_from_bundle),
+    ("vpnc_env", fuzzing::vpnc_env),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -82,4 +83,9 @@ fn bundle_corpus() {
 #[test]
 fn plan_from_bundle_corpus() {
     replay("plan_from_bundle", TARGETS[4].1);
+}
+
+#[test]
+fn vpnc_env_corpus() {
+    replay("vpnc_env", TARGETS[5].1);
 }

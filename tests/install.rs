@@ -122,6 +122,14 @@ fn a_fresh_install_puts_every_file_in_place_with_its_mode_and_owner() {
     {
         assert!(manifest.contains(&format!("\t{path}\n")), "{path} not in\n{manifest}");
     }
+    // vpnc-script's hook files (OpenConnect): sourced, so 0644, calling the installed binary.
+    for (path, _) in vpnfix::install::VPNC_HOOKS {
+        let m = fs::symlink_metadata(s.at(path)).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o644, "{path}");
+        let text = fs::read_to_string(s.at(path)).unwrap();
+        assert!(text.contains("/usr/local/bin/vpnfix vpnc "), "{path}: {text}");
+        assert!(manifest.contains(&format!("\t{path}\n")), "{path} not in\n{manifest}");
+    }
 }
 
 #[test]

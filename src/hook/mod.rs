@@ -5,6 +5,7 @@
 pub mod discover;
 pub mod nm;
 pub mod openvpn;
+pub mod vpnc;
 
 use crate::net::{Push, Skipped, Tunnel};
 
@@ -52,6 +53,11 @@ pub enum Source {
     },
     /// NetworkManager's dispatcher (`vpnfix IFACE ACTION`).
     NetworkManager,
+    /// A hook file vpnc-script sources (`vpnfix vpnc PHASE`), for OpenConnect and vpnc.
+    Vpnc {
+        /// The phase its directory names (`connect`, `post-connect` …).
+        phase: String,
+    },
 }
 
 /// How vpnfix was invoked, when it was invoked as a hook rather than as a manual command.
@@ -70,6 +76,7 @@ impl Invocation {
         match &self.source {
             Source::OpenVpn { mode } => openvpn::parse(env, &self.args, mode.as_deref()).map_err(|e| e.to_string()),
             Source::NetworkManager => nm::parse(env, &self.args).map_err(|e| e.to_string()),
+            Source::Vpnc { phase } => vpnc::parse(env, Some(phase)).map_err(|e| e.to_string()),
         }
     }
 }
@@ -84,6 +91,8 @@ pub fn from_environment(env: &[(String, String)]) -> Option<Result<HookInput, St
         Some(openvpn::parse(env, &[], None).map_err(|e| e.to_string()))
     } else if has("VPN_IP_IFACE") {
         Some(nm::parse(env, &[]).map_err(|e| e.to_string()))
+    } else if has("TUNDEV") {
+        Some(vpnc::parse(env, None).map_err(|e| e.to_string()))
     } else {
         None
     }
@@ -98,6 +107,10 @@ pub fn detect(args: &[String], env: &[(String, String)], commands: &[&str]) -> O
     if let Some(mode) = first.filter(|a| OPENVPN_MODES.contains(a)) {
         let source = Source::OpenVpn { mode: Some(mode.to_string()) };
         return Some(Invocation { source, args: args[1..].to_vec() });
+    }
+    if first == Some("vpnc") {
+        let phase = args.get(1).cloned().unwrap_or_default();
+        return Some(Invocation { source: Source::Vpnc { phase }, args: args.iter().skip(2).cloned().collect() });
     }
     if first.is_some_and(|a| commands.contains(&a) || a.starts_with('-')) {
         return None;

@@ -5,7 +5,7 @@ use super::decide::{decide, Content, Decision, Item};
 use super::fsops;
 use super::{
     load_manifest, Action, InstallError, InstallOptions, Manifest, Report, DISPATCHER, DISPATCHER_TEXT, OVPN_LINE,
-    PRE_DOWN_LINK, PRE_DOWN_TARGET, SHIPPED_BIN, SNIPPET, SNIPPET_TEXT,
+    PRE_DOWN_LINK, PRE_DOWN_TARGET, SHIPPED_BIN, SNIPPET, SNIPPET_TEXT, VPNC_HOOKS,
 };
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,12 +17,19 @@ fn items(o: &InstallOptions) -> Result<Vec<Item>, InstallError> {
     let binary =
         std::fs::read(&o.binary).map_err(|source| InstallError::ReadBinary { path: o.binary.clone(), source })?;
     let text = |t: &str| t.replace(SHIPPED_BIN, &bin_text).into_bytes();
-    Ok(vec![
+    let mut items = vec![
         Item { path: bin.clone(), content: Content::File { bytes: binary, mode: 0o755 } },
         Item { path: DISPATCHER.into(), content: Content::File { bytes: text(DISPATCHER_TEXT), mode: 0o755 } },
         Item { path: PRE_DOWN_LINK.into(), content: Content::Link { target: PRE_DOWN_TARGET.into() } },
         Item { path: SNIPPET.into(), content: Content::File { bytes: text(SNIPPET_TEXT), mode: 0o644 } },
-    ])
+    ];
+    // Sourced by vpnc-script, not executed: no execute bit needed.
+    items.extend(
+        VPNC_HOOKS
+            .iter()
+            .map(|(path, t)| Item { path: path.into(), content: Content::File { bytes: text(t), mode: 0o644 } }),
+    );
+    Ok(items)
 }
 
 /// The directories missing above `path`, parents first, added to `dirs` once each.

@@ -233,9 +233,18 @@ pub fn hook(inv: Invocation) -> ExitCode {
                     mode.clone().or_else(|| env.iter().find(|(k, _)| k == "script_type").map(|(_, v)| v.clone()));
                 named.as_deref() == Some("route-up")
             }
-            (Source::NetworkManager, Ok(i)) => i.event == Some(Event::Connect),
-            (Source::NetworkManager, Err(_)) => false,
+            (Source::NetworkManager | Source::Vpnc { .. }, Ok(i)) => i.event == Some(Event::Connect),
+            (Source::NetworkManager | Source::Vpnc { .. }, Err(_)) => false,
         };
+    // vpnc-script's connect.d: before it touches a route, say which pushes it must not add.
+    if let (Source::Vpnc { phase }, Ok(input)) = (&inv.source, &input) {
+        if phase == "connect" {
+            if let Some(sh) = vpnc_withhold(&config, input) {
+                print!("{sh}");
+            }
+            return ExitCode::SUCCESS;
+        }
+    }
     let failed = match input {
         Err(e) => {
             error!("{e}; nothing done");
@@ -248,6 +257,38 @@ pub fn hook(inv: Invocation) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The `sh` that takes out of vpnc-script's IPv4 split-include list every push whose prefix is
+/// a bridge's own route: vpnc-script's `ip route replace` would take that route's place (and its
+/// disconnect delete it). The connect after it (post-connect.d) plans with them all. `None`
+/// when none is, or the kernel cannot be read (said; vpnc-script then acts as it would).
+fn vpnc_withhold(config: &Config, input: &HookInput) -> Option<String> {
+    for s in &input.skipped {
+        warn!("{s}");
+    }
+    let k = Kernel::connect()
+        .map_err(|e| warn!("{}; vpnc-script's routes left as the server sent them", chain(&e)))
+        .ok()?;
+    let (routes, links) = match (k.routes(), k.links()) {
+        (Ok(r), Ok(l)) => (r, l),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!("{}; vpnc-script's routes left as the server sent them", chain(&e));
+            return None;
+        }
+    };
+    let bridge_route = |dst: &ipnet::IpNet| {
+        routes.iter().any(|r| {
+            r.dst == *dst && r.is_on_link() && r.dev.as_deref().is_some_and(|d| crate::bridges::is_bridge(&links, d))
+        })
+    };
+    let held: Vec<ipnet::IpNet> =
+        input.pushes.iter().map(|p| p.dst).filter(|d| d.addr().is_ipv4() && bridge_route(d)).collect();
+    for h in &held {
+        info!("{h}: a bridge's own route; withheld from vpnc-script (its `ip route replace` would take the bridge's place), routed by vpnfix after it");
+    }
+    let _ = config;
+    crate::hook::vpnc::withheld(input, &held)
 }
 
 fn run_event(config: &Config, input: HookInput) -> Result<(), Error> {

@@ -7,6 +7,7 @@ pub mod e2e;
 pub mod fake_docker;
 pub mod kernel_ns;
 pub mod laptop;
+pub mod openconnect;
 pub mod ovpn;
 pub mod podman;
 
