@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=fuzz/corpus
-mkdir -p "$out"/{openvpn_env,nm_env,vpnc_env,state,bundle,plan_from_bundle}
+mkdir -p "$out"/{openvpn_env,nm_env,vpnc_env,wg_quick,state,bundle,plan_from_bundle}
 
 # OpenVPN: NAME.env as KEY=value lines, NAME.args one `@arg` line per argument (up/down/route-pre-down
 # get six, empty ones included; route-up none); once as OpenVPN runs a script (script_type set),
@@ -35,6 +35,12 @@ for f in tests/fixtures/openconnect-9.01/*.env; do
   name=$(basename "$f" .env)
   { cat "$f"; printf '@%s\n' "$name"; } >"$out/vpnc_env/seed-$name"
 done
+
+# wg-quick: the captured hooks' `wg show` output (and the rest of each capture, as noise).
+for f in tests/fixtures/wg-quick-1.0.20210914/*.txt; do
+  cp "$f" "$out/wg_quick/seed-$(basename "$f" .txt)"
+done
+printf 'public_key=bb\nallowed_ip=172.20.0.0/16\nallowed_ip=fd00:ac14::/64\nallowed_ip=0.0.0.0/0\nerrno=0\n\n' >"$out/wg_quick/seed-uapi"
 
 # NetworkManager: the reference's vpn-up example (§8), vpn-down, and malformed routes.
 cat >"$out/nm_env/seed-vpn-up" <<'EOF'

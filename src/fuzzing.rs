@@ -16,7 +16,7 @@
 
 use crate::bundle::{self, Bundle};
 use crate::config::Config;
-use crate::hook::{self, nm, openvpn, vpnc, HookInput, Source};
+use crate::hook::{self, nm, openvpn, vpnc, wgquick, HookInput, Source};
 use crate::net::Facts;
 use crate::plan;
 use crate::state::State;
@@ -129,6 +129,25 @@ pub fn vpnc_env(data: &[u8]) {
     check_config(&env);
 }
 
+/// wg-quick's AllowedIPs as a UAPI answer and as `wg show` prints them (the same bytes read both
+/// ways) → [`wgquick::input`]: every push a valid, unique, non-default prefix; nothing panics.
+pub fn wg_quick(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for allowed in [wgquick::parse_uapi(&text), wgquick::parse_wg_show(&text)] {
+        let n = allowed.len();
+        let args = ["up".to_string(), "wg0".to_string()];
+        let i = wgquick::input(&args, Some(allowed)).expect("up wg0 is a valid invocation");
+        assert!(i.tunnel.unrouted);
+        assert!(i.pushes.len() + i.skipped.len() <= n, "more pushes and lines than AllowedIPs");
+        let mut seen = std::collections::HashSet::new();
+        for p in &i.pushes {
+            assert_eq!(p.dst, p.dst.trunc(), "a push with host bits: {p}");
+            assert!(p.dst.prefix_len() > 0, "a default route as a push: {p}");
+            assert!(seen.insert(p.dst), "a push twice: {p}");
+        }
+    }
+}
+
 /// The state file reader: bytes → [`State::from_json`]; what it accepts must survive the
 /// writer (`StateDir::write` serializes with `to_vec_pretty`) unchanged.
 pub fn state(data: &[u8]) {
@@ -232,11 +251,16 @@ fn detected(env: &[(String, String)], args: &[String]) {
     let Some(inv) = hook::detect(args, env, crate::cli::COMMANDS) else {
         return;
     };
+    // wg-quick's hook reads the interface (or stdin), not the environment: nothing to compare.
+    if inv.source == Source::WgQuick {
+        return;
+    }
     let got = inv.parse(env);
     let want = match &inv.source {
         Source::OpenVpn { mode } => openvpn::parse(env.to_vec(), &inv.args, mode.as_deref()).map_err(|e| e.to_string()),
         Source::NetworkManager => nm::parse(env.to_vec(), &inv.args).map_err(|e| e.to_string()),
         Source::Vpnc { phase } => vpnc::parse(env.to_vec(), Some(phase)).map_err(|e| e.to_string()),
+        Source::WgQuick => unreachable!("returned above"),
     };
     assert_eq!(got, want, "Invocation::parse differs from the direct parse");
 }

@@ -427,6 +427,10 @@ pub struct Tunnel {
     pub remote_v4: Option<Ipv4Addr>,
     /// The tunnel's local IPv6 network (`ifconfig_ipv6_local`/`ifconfig_ipv6_netbits`).
     pub local_v6: Option<IpNet>,
+    /// The VPN client adds none of its pushes itself (wg-quick with `Table = off`): vpnfix
+    /// routes every push through the tunnel as the client would, but where the rule decides.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unrouted: bool,
 }
 
 impl Tunnel {

@@ -18,6 +18,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("bundle", fuzzing::bundle),
     ("plan_from_bundle", fuzzing::plan_from_bundle),
     ("vpnc_env", fuzzing::vpnc_env),
+    ("wg_quick", fuzzing::wg_quick),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -88,4 +89,9 @@ fn plan_from_bundle_corpus() {
 #[test]
 fn vpnc_env_corpus() {
     replay("vpnc_env", TARGETS[5].1);
+}
+
+#[test]
+fn wg_quick_corpus() {
+    replay("wg_quick", TARGETS[6].1);
 }

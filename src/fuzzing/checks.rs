@@ -158,7 +158,7 @@ pub fn plan(p: &Plan, facts: &Facts, config: &Config) {
         assert!(r.push.contains(&r.dst) && pushes.contains(&r.push), "{r}: not inside a push");
         assert!(r.local.contains(&r.dst), "{r}: not inside its local network");
         match r.side {
-            Side::Vpn => assert_eq!(r.dev, facts.tunnel.dev, "{r}"),
+            Side::Vpn | Side::Pushed => assert_eq!(r.dev, facts.tunnel.dev, "{r}"),
             Side::Local => assert!(!r.dev.is_empty() && r.dev != facts.tunnel.dev, "{r}"),
         }
         assert!(r.gateway.is_none_or(|g| g.is_ipv4() == r.dst.addr().is_ipv4()), "{r}: next hop of another family");

@@ -47,6 +47,7 @@ pub fn tunnel(dev: &str, links: &[Link], addrs: &[Addr], routes: &[Route], own_p
         local_v4: own(false),
         remote_v4: None,
         local_v6: own(true),
+        unrouted: false,
     };
     HookInput { tunnel, pushes, ..HookInput::default() }
 }

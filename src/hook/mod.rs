@@ -6,6 +6,7 @@ pub mod discover;
 pub mod nm;
 pub mod openvpn;
 pub mod vpnc;
+pub mod wgquick;
 
 use crate::net::{Push, Skipped, Tunnel};
 
@@ -53,6 +54,8 @@ pub enum Source {
     },
     /// NetworkManager's dispatcher (`vpnfix IFACE ACTION`).
     NetworkManager,
+    /// wg-quick's `PostUp`/`PreDown` (`vpnfix wg-quick up|down IFACE`), with `Table = off`.
+    WgQuick,
     /// A hook file vpnc-script sources (`vpnfix vpnc PHASE`), for OpenConnect and vpnc.
     Vpnc {
         /// The phase its directory names (`connect`, `post-connect` …).
@@ -77,8 +80,27 @@ impl Invocation {
             Source::OpenVpn { mode } => openvpn::parse(env, &self.args, mode.as_deref()).map_err(|e| e.to_string()),
             Source::NetworkManager => nm::parse(env, &self.args).map_err(|e| e.to_string()),
             Source::Vpnc { phase } => vpnc::parse(env, Some(phase)).map_err(|e| e.to_string()),
+            Source::WgQuick => wgquick_input(&self.args),
         }
     }
+}
+
+/// wg-quick's hook: the interface's AllowedIPs at `up` (from piped-in `wg show` output when the
+/// last argument is `-`, else from its UAPI socket), none at `down`.
+fn wgquick_input(args: &[String]) -> Result<HookInput, String> {
+    let allowed = match (args.first().map(String::as_str), args.get(1)) {
+        (Some("up"), Some(iface)) if args.last().map(String::as_str) == Some("-") => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+                .map_err(|e| format!("cannot read `wg show {iface} allowed-ips` from stdin: {e}"))?;
+            Some(wgquick::parse_wg_show(&text))
+        }
+        (Some("up"), Some(iface)) if crate::net::valid_ifname(iface) => {
+            Some(wgquick::uapi_allowed_ips(iface).map_err(|e| crate::logging::chain(&e))?)
+        }
+        _ => None,
+    };
+    wgquick::input(args, allowed).map_err(|e| e.to_string())
 }
 
 /// The tunnel and pushes an environment captured from a hook describes, read by the parser of
@@ -107,6 +129,9 @@ pub fn detect(args: &[String], env: &[(String, String)], commands: &[&str]) -> O
     if let Some(mode) = first.filter(|a| OPENVPN_MODES.contains(a)) {
         let source = Source::OpenVpn { mode: Some(mode.to_string()) };
         return Some(Invocation { source, args: args[1..].to_vec() });
+    }
+    if first == Some("wg-quick") {
+        return Some(Invocation { source: Source::WgQuick, args: args[1..].to_vec() });
     }
     if first == Some("vpnc") {
         let phase = args.get(1).cloned().unwrap_or_default();

@@ -97,6 +97,7 @@ fn tunnel(env: &HashMap<String, String>, dev: &str, skipped: &mut Vec<Skipped>) 
         local_v4,
         remote_v4: v4(remote4),
         local_v6,
+        unrouted: false,
     }
 }
 

@@ -20,6 +20,9 @@ pub enum Side {
     Vpn,
     /// On the bridge, kept for local containers.
     Local,
+    /// A push itself, routed by vpnfix because the VPN client routes none (wg-quick's
+    /// `Table = off`); it contains no local network, or only ones the VPN side splits.
+    Pushed,
 }
 
 /// A route vpnfix would add, with the reason it exists.
@@ -63,6 +66,7 @@ impl fmt::Display for PlannedRoute {
         match self.side {
             Side::Vpn => write!(f, " dev {}: VPN side of {}, shared with {}", self.dev, self.push, self.owner),
             Side::Local => write!(f, " dev {}: local side of {}, kept for {}", self.dev, self.push, self.owner),
+            Side::Pushed => write!(f, " dev {}: pushed, routed by vpnfix ({})", self.dev, self.owner),
         }
     }
 }
@@ -138,6 +142,9 @@ pub(super) fn assemble(
         add.extend(routes.into_iter().map(|(b, t)| planned(facts, ix, pushes, b, t)));
     }
     skipped.extend(over_cap(&over, left, config.max_routes));
+    if facts.tunnel.unrouted {
+        add.extend(pushed(facts, ix, pushes));
+    }
     let inside = super::inside::plan(facts, config, ix, &ranges, &mut skipped);
     add.sort_by(|a, b| a.dst.cmp(&b.dst).then(a.dev.cmp(&b.dev)));
     let conflicts = conflicts(config, ix, pushes, &ranges, &add);
@@ -197,6 +204,29 @@ fn planned(facts: &Facts, ix: &Index, pushes: &[&Push], b: Prefix, t: Target) ->
         local: local.dst,
         owner: local.owner(),
     }
+}
+
+/// The pushes themselves, for a tunnel whose client routes none: each one that does not lie
+/// inside a local network (those get exactly the VPN side the search found), as the client would
+/// have routed it. A push containing a local network is routed whole: the search's blocks,
+/// longer than the bridge's route, give the VPN its side there.
+fn pushed(facts: &Facts, ix: &Index, pushes: &[&Push]) -> Vec<PlannedRoute> {
+    pushes
+        .iter()
+        .filter(|p| {
+            let pp = Prefix::from(p.dst);
+            !ix.locals.matches(pp.v6, pp.addr).any(|(l, _)| l.len <= pp.len)
+        })
+        .map(|p| PlannedRoute {
+            dst: p.dst,
+            dev: facts.tunnel.dev.clone(),
+            gateway: facts.tunnel.next_hop(p.dst.addr().is_ipv6()),
+            side: Side::Pushed,
+            push: p.dst,
+            local: p.dst,
+            owner: format!("{} routes no push itself", facts.tunnel.dev),
+        })
+        .collect()
 }
 
 fn conflicts(

@@ -466,3 +466,27 @@ fn blocks_are_split_past_the_containers_own_routes() {
     let (out, lost) = out_specify(&[net("10.0.0.1/32")], &[net("10.0.0.1/32")]);
     assert_eq!((out, lost), (vec![], vec![net("10.0.0.1/32")]));
 }
+
+#[test]
+fn a_tunnel_that_routes_no_push_gets_every_push_but_where_the_rule_decides() {
+    // wg-quick with Table = off: nothing of AllowedIPs is in the table.
+    let mut f = seed();
+    f.tunnel.unrouted = true;
+    f.pushes = vec![push("172.20.0.0/16"), push("10.1.0.0/16"), push("172.16.0.0/12"), push("172.20.9.0/24")];
+    let p = plan(&f, &Config::default());
+    let pushed: Vec<String> =
+        p.add.iter().filter(|r| r.side == Side::Pushed).map(|r| format!("{} dev {}", r.dst, r.dev)).collect();
+    // Not 172.20.0.0/16 (the bridge's own prefix) nor 172.20.9.0/24 (inside it): the search's
+    // blocks give the VPN its side there.
+    assert_eq!(pushed, ["10.1.0.0/16 dev tun0", "172.16.0.0/12 dev tun0"]);
+    let vpn: Vec<String> =
+        p.add.iter().filter(|r| r.side == Side::Vpn).map(|r| format!("{} dev {}", r.dst, r.dev)).collect();
+    assert_eq!(vpn, SEED_VPN);
+    assert_eq!(
+        p.add.iter().find(|r| r.side == Side::Pushed).unwrap().to_string(),
+        "10.1.0.0/16 dev tun0: pushed, routed by vpnfix (tun0 routes no push itself)"
+    );
+    // A client that routes its pushes gets none of them from vpnfix.
+    f.tunnel.unrouted = false;
+    assert!(plan(&f, &Config::default()).add.iter().all(|r| r.side != Side::Pushed));
+}

@@ -233,13 +233,13 @@ pub fn hook(inv: Invocation) -> ExitCode {
                     mode.clone().or_else(|| env.iter().find(|(k, _)| k == "script_type").map(|(_, v)| v.clone()));
                 named.as_deref() == Some("route-up")
             }
-            (Source::NetworkManager | Source::Vpnc { .. }, Ok(i)) => i.event == Some(Event::Connect),
-            (Source::NetworkManager | Source::Vpnc { .. }, Err(_)) => false,
+            (Source::NetworkManager | Source::Vpnc { .. } | Source::WgQuick, Ok(i)) => i.event == Some(Event::Connect),
+            (Source::NetworkManager | Source::Vpnc { .. } | Source::WgQuick, Err(_)) => false,
         };
     // vpnc-script's connect.d: before it touches a route, say which pushes it must not add.
     if let (Source::Vpnc { phase }, Ok(input)) = (&inv.source, &input) {
         if phase == "connect" {
-            if let Some(sh) = vpnc_withhold(&config, input) {
+            if let Some(sh) = vpnc_withhold(input) {
                 print!("{sh}");
             }
             return ExitCode::SUCCESS;
@@ -263,7 +263,7 @@ pub fn hook(inv: Invocation) -> ExitCode {
 /// a bridge's own route: vpnc-script's `ip route replace` would take that route's place (and its
 /// disconnect delete it). The connect after it (post-connect.d) plans with them all. `None`
 /// when none is, or the kernel cannot be read (said; vpnc-script then acts as it would).
-fn vpnc_withhold(config: &Config, input: &HookInput) -> Option<String> {
+fn vpnc_withhold(input: &HookInput) -> Option<String> {
     for s in &input.skipped {
         warn!("{s}");
     }
@@ -287,7 +287,6 @@ fn vpnc_withhold(config: &Config, input: &HookInput) -> Option<String> {
     for h in &held {
         info!("{h}: a bridge's own route; withheld from vpnc-script (its `ip route replace` would take the bridge's place), routed by vpnfix after it");
     }
-    let _ = config;
     crate::hook::vpnc::withheld(input, &held)
 }
 

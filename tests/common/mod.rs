@@ -10,6 +10,7 @@ pub mod laptop;
 pub mod openconnect;
 pub mod ovpn;
 pub mod podman;
+pub mod wireguard;
 
 pub use dockerd::{run_with_timeout, Dockerd};
 
