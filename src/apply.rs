@@ -136,15 +136,7 @@ pub fn reconcile<K: Netlink>(
     let changes = reconcile::diff(&reconcile::own_routes(table, proto), &wanted, &mine, &claims(dir, tunnel, links)?);
     let status_of = |r: &RouteSpec| old.iter().find(|e| e.route == *r).map_or(Status::Present, |e| e.status);
     let entry = |route: &RouteSpec, status| Entry { route: route.clone(), status };
-    let mut state = State {
-        version: VERSION,
-        tunnel: tunnel.to_string(),
-        pushes: vpn.pushes.to_vec(),
-        routes: Vec::new(),
-        connection: vpn.connection.map(str::to_string),
-        device: vpn.device.cloned(),
-        containers,
-    };
+    let mut state = new_state(tunnel, vpn, containers);
     state.routes.extend(changes.keep.iter().map(|r| entry(r, status_of(r))));
     state.routes.extend(changes.add.iter().map(|i| entry(&wanted[*i], Status::Pending)));
     // Routes about to go stay recorded until they are gone: a crash in between leaves them
@@ -188,18 +180,9 @@ pub fn reconcile_containers(
     timeout_ms: u64,
 ) -> Result<InsideDone, StateError> {
     let tunnel = plan.tunnel.as_str();
-    let mut state = match dir.read(tunnel) {
-        Ok(Some(s)) => s,
-        Ok(None) => State {
-            version: VERSION,
-            tunnel: tunnel.to_string(),
-            pushes: vpn.pushes.to_vec(),
-            routes: Vec::new(),
-            connection: vpn.connection.map(str::to_string),
-            device: vpn.device.cloned(),
-            containers: Vec::new(),
-        },
-        Err(e) => return Err(e),
+    let mut state = match dir.read(tunnel)? {
+        Some(s) => s,
+        None => new_state(tunnel, vpn, Vec::new()),
     };
     if plan.inside.is_empty() && state.containers.is_empty() {
         return Ok(InsideDone::default());
@@ -212,6 +195,19 @@ pub fn reconcile_containers(
     let done = inside::reconcile(dir, &mut state, &nets, proto, timeout_ms)?;
     record(dir, &state)?;
     Ok(done)
+}
+
+/// A tunnel's record with no host route yet: what the VPN said, and `containers`.
+fn new_state(tunnel: &str, vpn: &Vpn, containers: Vec<crate::state::Inside>) -> State {
+    State {
+        version: VERSION,
+        tunnel: tunnel.to_string(),
+        pushes: vpn.pushes.to_vec(),
+        routes: Vec::new(),
+        connection: vpn.connection.map(str::to_string),
+        device: vpn.device.cloned(),
+        containers,
+    }
 }
 
 /// What this tunnel's record holds; a corrupt record is reported and taken as empty (its routes

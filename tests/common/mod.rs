@@ -5,6 +5,7 @@
 mod dockerd;
 pub mod e2e;
 pub mod fake_docker;
+pub mod fourhost;
 pub mod kernel_ns;
 pub mod laptop;
 pub mod openconnect;
@@ -361,4 +362,37 @@ pub fn until(mut f: impl FnMut() -> bool) -> bool {
 /// The pids of the watchers (`vpnfix watch`) running in `ns`.
 pub fn watchers_in(ns: &Netns) -> Vec<String> {
     ns.pids().into_iter().filter(|p| cmdline_names(&PathBuf::from(format!("/proc/{p}")), "watch")).collect()
+}
+
+/// The last 60 lines of every `*.log` file in `dir`, each under its name, sorted by name: what a
+/// world prints when a test fails.
+pub fn log_tails(dir: &Path) -> String {
+    let mut names: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    names.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    names.sort();
+    let mut s = String::new();
+    for p in names {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        s += &format!("\n===== {} =====\n", p.file_name().unwrap().to_string_lossy());
+        s += &lines[lines.len().saturating_sub(60)..].join("\n");
+    }
+    s
+}
+
+/// The device the kernel of `ns` picks for `addr` (`ip route get`), or `unreachable`.
+pub fn route_dev(ns: &Netns, addr: &str) -> String {
+    let out = ns.ip_try(&["-j", "route", "get", addr]);
+    if !out.status.success() {
+        return "unreachable".into();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["dev"].as_str().unwrap_or("unreachable").to_string()
+}
+
+/// Whether ONE echo request from `from` to `addr` is answered within 2 s (`ping -c1 -W2`): for
+/// what must fail (one try proves it).
+pub fn ping_once(from: &Netns, addr: &str) -> bool {
+    from.cmd("ping").args(["-c1", "-W2", "-n", addr]).output().is_ok_and(|o| o.status.success())
 }

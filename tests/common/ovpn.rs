@@ -424,18 +424,7 @@ impl World {
     /// The last 60 lines of every OpenVPN log (servers and clients), for failure messages.
     pub fn logs(&self) -> String {
         self.logs_shown.set(true);
-        let mut names: Vec<PathBuf> =
-            std::fs::read_dir(self.dir.path()).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-        names.retain(|p| p.extension().is_some_and(|e| e == "log"));
-        names.sort();
-        let mut s = String::new();
-        for p in names {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            s += &format!("\n===== {} =====\n", p.file_name().unwrap().to_string_lossy());
-            s += &lines[lines.len().saturating_sub(60)..].join("\n");
-        }
-        s
+        super::log_tails(self.dir.path())
     }
 }
 

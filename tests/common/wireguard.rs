@@ -51,14 +51,9 @@ pub const WAN: &str = "wgt-l0";
 pub const SERVER: &str = "198.18.2.1";
 /// The UDP port the server listens on.
 pub const PORT: u16 = 51820;
-/// The container on the laptop's bridge.
-pub const CONTAINER: &str = "172.20.0.2";
-/// The container's IPv6 address.
-pub const CONTAINER6: &str = "fd00:ac14::2";
-/// The office host behind the VPN server (inside the Docker subnet 172.20.0.0/16).
-pub const OFFICE: &str = "172.20.2.52";
-/// The office host's IPv6 address (inside fd00:ac14::/64).
-pub const OFFICE6: &str = "fd00:ac14::2:52";
+/// The container and the office host, in both families (tests/common/fourhost.rs).
+#[allow(unused_imports)] // not every test crate uses each
+pub use super::fourhost::{CONTAINER, CONTAINER6, OFFICE, OFFICE6};
 /// The client's addresses on the tunnel (`Address =` of its configuration).
 pub const CLIENT_ADDRESSES: &str = "10.7.0.2/24, fd00:7::2/64";
 /// The VPN routes the Docker subnet, both families: the AllowedIPs that users have trouble with.
@@ -378,18 +373,13 @@ impl WgWorld {
     /// The device the kernel of `ns` picks for `addr` (`ip route get`), or `unreachable` when
     /// there is no route.
     pub fn route_get(&self, ns: &Netns, addr: &str) -> String {
-        let out = ns.ip_try(&["-j", "route", "get", addr]);
-        if !out.status.success() {
-            return "unreachable".into();
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v[0]["dev"].as_str().unwrap_or("unreachable").to_string()
+        super::route_dev(ns, addr)
     }
 
     /// Whether ONE echo request from `from` (e.g. `&w.laptop`, `&w.container`) to `addr` is
     /// answered within 2 s (`ping -c1 -W2`): for what must fail (one try proves it).
     pub fn ping(&self, from: &Netns, addr: &str) -> bool {
-        from.cmd("ping").args(["-c1", "-W2", "-n", addr]).output().is_ok_and(|o| o.status.success())
+        super::ping_once(from, addr)
     }
 
     /// Whether `addr` answers one of up to three pings from `from`: for what must succeed (the
@@ -402,17 +392,7 @@ impl WgWorld {
     /// laptop's only while its wireguard-go runs) and the laptop's table: for failure messages.
     pub fn logs(&self) -> String {
         self.logs_shown.set(true);
-        let mut names: Vec<PathBuf> =
-            std::fs::read_dir(self.dir.path()).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-        names.retain(|p| p.extension().is_some_and(|e| e == "log"));
-        names.sort();
-        let mut s = String::new();
-        for p in names {
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            s += &format!("\n===== {} =====\n", p.file_name().unwrap().to_string_lossy());
-            s += &lines[lines.len().saturating_sub(60)..].join("\n");
-        }
+        let mut s = super::log_tails(self.dir.path());
         s += &format!("\n===== wg show {SERVER_IFACE} (server) =====\n");
         s += &show(&self.server_wg_show(&[]));
         if !self.laptop_wireguard_go().is_empty() {
@@ -470,32 +450,15 @@ fn write_private(file: &Path, text: &str) {
 
 /// The links and addresses of the world (see the module's picture), forwarding in the server.
 fn wire(server: &Netns, office: &Netns, laptop: &Netns, container: &Netns) {
-    server.ip(&["link", "add", "wan", "type", "veth", "peer", "name", WAN, "netns", &laptop.name]);
-    server.ip(&["link", "add", "lan", "type", "veth", "peer", "name", "uplink", "netns", &office.name]);
-    server.ip(&["addr", "add", &format!("{SERVER}/30"), "dev", "wan"]);
-    server.ip(&["addr", "add", "172.20.2.1/24", "dev", "lan"]);
-    server.ip(&["addr", "add", "fd00:ac14::2:1/64", "dev", "lan", "nodad"]);
-    office.ip(&["addr", "add", &format!("{OFFICE}/24"), "dev", "uplink"]);
-    office.ip(&["addr", "add", &format!("{OFFICE6}/64"), "dev", "uplink", "nodad"]);
-    laptop.ip(&["addr", "add", "198.18.2.2/30", "dev", WAN]);
-    for (ns, dev) in [(server, "wan"), (server, "lan"), (office, "uplink"), (laptop, WAN)] {
-        ns.ip(&["link", "set", dev, "up"]);
-    }
-    // The office answers the VPN's clients through the server.
-    office.ip(&["route", "add", "10.7.0.0/24", "via", "172.20.2.1"]);
-    office.ip(&["-6", "route", "add", "fd00:7::/64", "via", "fd00:ac14::2:1"]);
-    server.sysctl("net.ipv4.ip_forward=1");
-    server.sysctl("net.ipv6.conf.all.forwarding=1");
-    // The container network: a bridge with one port, whose peer is the container's eth0.
-    laptop.ip(&["link", "add", BRIDGE, "type", "bridge"]);
-    laptop.ip(&["link", "add", "wgt-c0", "type", "veth", "peer", "name", "eth0", "netns", &container.name]);
-    laptop.ip(&["link", "set", "wgt-c0", "master", BRIDGE, "up"]);
-    laptop.ip(&["addr", "add", "172.20.0.1/16", "dev", BRIDGE]);
-    laptop.ip(&["addr", "add", "fd00:ac14::1/64", "dev", BRIDGE, "nodad"]);
-    laptop.ip(&["link", "set", BRIDGE, "up"]);
-    container.ip(&["addr", "add", &format!("{CONTAINER}/16"), "dev", "eth0"]);
-    container.ip(&["addr", "add", &format!("{CONTAINER6}/64"), "dev", "eth0", "nodad"]);
-    container.ip(&["link", "set", "eth0", "up"]);
-    container.ip(&["route", "add", "default", "via", "172.20.0.1"]);
-    container.ip(&["-6", "route", "add", "default", "via", "fd00:ac14::1"]);
+    let w = super::fourhost::Wiring {
+        wan: WAN,
+        bridge: BRIDGE,
+        port: "wgt-c0",
+        server: SERVER,
+        laptop: "198.18.2.2",
+        pool: "10.7.0.0/24",
+        pool6: "fd00:7::/64",
+        default_route: false,
+    };
+    super::fourhost::wire(server, office, laptop, container, &w);
 }
