@@ -196,6 +196,18 @@ fn held(env: &HashMap<String, String>, skipped: &mut Vec<Skipped>) -> Vec<Push> 
     out
 }
 
+/// The pushes connect.d must take out of vpnc-script's list: each IPv4 one whose prefix is a
+/// bridge's own directly connected route (`ip route replace` of the same prefix and metric would
+/// take its place). Pure: the kernel's `routes` and `links` as gathered.
+pub fn to_withhold(pushes: &[Push], routes: &[crate::net::Route], links: &[crate::net::Link]) -> Vec<IpNet> {
+    let bridge_route = |dst: &IpNet| {
+        routes.iter().any(|r| {
+            r.dst == *dst && r.is_on_link() && r.dev.as_deref().is_some_and(|d| crate::bridges::is_bridge(links, d))
+        })
+    };
+    pushes.iter().map(|p| p.dst).filter(|d| d.addr().is_ipv4() && bridge_route(d)).collect()
+}
+
 /// What connect.d hands back to vpnc-script: the IPv4 split-include list without `withheld`
 /// (renumbered, in its order), and [`HELD`] naming what was taken out, as `sh` assignments for
 /// `eval`. Every value is vpnfix's own rendering of a parsed address, never the server's text.
@@ -272,6 +284,37 @@ mod tests {
         let dsts: Vec<String> = back.pushes.iter().map(|p| p.dst.to_string()).collect();
         assert_eq!(dsts, ["fd00:ac14::/64", "172.20.0.0/16"]);
         assert!(withheld(&i, &[]).is_none());
+    }
+
+    #[test]
+    fn only_ipv4_pushes_of_a_bridges_own_prefix_are_withheld() {
+        use crate::net::{Link, Proto, Route, RouteKind};
+        let on_link = |dst: &str, dev: &str| Route {
+            dst: dst.parse().unwrap(),
+            dev: Some(dev.into()),
+            gateway: None,
+            metric: 0,
+            protocol: Proto(2),
+            scope: crate::net::SCOPE_LINK,
+            kind: RouteKind::Unicast,
+        };
+        let link = |index, name: &str, kind: Option<&str>| Link {
+            index,
+            name: name.into(),
+            kind: kind.map(str::to_string),
+            tap: false,
+            up: true,
+        };
+        let routes =
+            [on_link("172.20.0.0/16", "br-x"), on_link("192.168.1.0/24", "eth0"), on_link("fd00:ac14::/64", "br-x")];
+        let links = [link(2, "br-x", Some("bridge")), link(3, "eth0", None)];
+        let i = parse(fixture("connect"), Some("connect")).unwrap();
+        let mut pushes = i.pushes.clone();
+        pushes.push(Push { dst: "192.168.1.0/24".parse().unwrap(), gateway: None, metric: None, origin: "x".into() });
+        pushes.push(Push { dst: "172.20.2.0/24".parse().unwrap(), gateway: None, metric: None, origin: "y".into() });
+        // Not the physical LAN's, not one inside the bridge's range, not IPv6 (metric 1024 never
+        // replaces the bridge's 256).
+        assert_eq!(to_withhold(&pushes, &routes, &links), ["172.20.0.0/16".parse::<IpNet>().unwrap()]);
     }
 
     #[test]

@@ -277,13 +277,7 @@ fn vpnc_withhold(input: &HookInput) -> Option<String> {
             return None;
         }
     };
-    let bridge_route = |dst: &ipnet::IpNet| {
-        routes.iter().any(|r| {
-            r.dst == *dst && r.is_on_link() && r.dev.as_deref().is_some_and(|d| crate::bridges::is_bridge(&links, d))
-        })
-    };
-    let held: Vec<ipnet::IpNet> =
-        input.pushes.iter().map(|p| p.dst).filter(|d| d.addr().is_ipv4() && bridge_route(d)).collect();
+    let held = crate::hook::vpnc::to_withhold(&input.pushes, &routes, &links);
     for h in &held {
         info!("{h}: a bridge's own route; withheld from vpnc-script (its `ip route replace` would take the bridge's place), routed by vpnfix after it");
     }
