@@ -20,8 +20,10 @@ pub const CONF_FILE: &str = "/etc/vpnfix.conf";
 /// settings of the merge.
 pub const CONF_FILE_VAR: &str = "VPNFIX_CONF_FILE";
 
-/// The `VPNFIX_*` variables read before the configuration (not reported as unknown).
-const BOOTSTRAP: &[&str] = &["CONF_FILE", "SYSLOG"];
+/// The `VPNFIX_*` variables that are not settings, never reported as unknown: those read before
+/// the configuration, and what vpnc-script's connect.d hands its post-connect.d
+/// ([`crate::hook::vpnc::HELD`]).
+pub const NOT_SETTINGS: &[&str] = &["CONF_FILE", "SYSLOG", "VPNC_HELD"];
 
 /// Every variable vpnfix reads, without the `VPNFIX_` prefix.
 pub const KEYS: &[&str] = &[
@@ -171,7 +173,7 @@ impl Config {
                 let Some(key) = k.strip_prefix("VPNFIX_") else {
                     continue;
                 };
-                if BOOTSTRAP.contains(&key) {
+                if NOT_SETTINGS.contains(&key) {
                     continue;
                 }
                 if !KEYS.contains(&key) {

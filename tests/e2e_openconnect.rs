@@ -160,6 +160,7 @@ fn openconnect_with_vpnfix_reaches_both_sides_and_restores_the_table() {
     assert!(own.iter().any(|l| l.starts_with("fd00:ac14::100/120 dev ocwtun0")), "{own:#?}");
     assert!(state.join("ocwtun0.json").exists(), "no record for ocwtun0");
     common::e2e::assert_no_failure(&log);
+    assert!(!log.contains("not a vpnfix setting"), "a variable of vpnfix's own was taken for a setting:\n{log}");
     timing("connected with vpnfix", t0);
 
     let status = c.disconnect();
