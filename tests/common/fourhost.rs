@@ -3,7 +3,7 @@
 //! 172.20.0.1/16 + fd00:ac14::1/64 has one container, 172.20.0.2 / fd00:ac14::2. Addresses are
 //! added without DAD, so they are usable at once.
 
-use super::Netns;
+use super::{Netns, TempDir};
 
 /// The office host behind the server, in both families (inside the pushed ranges).
 pub const OFFICE: &str = "172.20.2.52";
@@ -64,4 +64,32 @@ pub fn wire(server: &Netns, office: &Netns, laptop: &Netns, container: &Netns, w
     container.ip(&["link", "set", "eth0", "up"]);
     container.ip(&["route", "add", "default", "via", "172.20.0.1"]);
     container.ip(&["-6", "route", "add", "default", "via", "fd00:ac14::1"]);
+}
+
+/// The four hosts, tagged `TAG-server`, `TAG-office`, `TAG-laptop`, `TAG-container`, wired, and
+/// the world's temporary directory (never under /etc or /run, which the clients' private mounts
+/// hide).
+pub struct Hosts {
+    pub dir: TempDir,
+    pub server: Netns,
+    pub office: Netns,
+    pub laptop: Netns,
+    pub container: Netns,
+}
+
+/// Makes and wires the four hosts of a world tagged `tag`.
+pub fn hosts(tag: &str, w: &Wiring) -> Hosts {
+    let dir = TempDir::new(tag);
+    for hidden in ["/etc", "/run", "/var/run"] {
+        assert!(!dir.path().starts_with(hidden), "temporary directory {} under {hidden}", dir.path().display());
+    }
+    let h = Hosts {
+        dir,
+        server: Netns::tagged(&format!("{tag}-server")),
+        office: Netns::tagged(&format!("{tag}-office")),
+        laptop: Netns::tagged(&format!("{tag}-laptop")),
+        container: Netns::tagged(&format!("{tag}-container")),
+    };
+    wire(&h.server, &h.office, &h.laptop, &h.container, w);
+    h
 }

@@ -91,16 +91,7 @@ impl OcWorld {
     /// and waits (≤ 20 s) until it says it listens on TCP 198.18.1.1:443 and its sec-mod is
     /// ready (panics with its log if it exits first or time runs out).
     pub fn new() -> OcWorld {
-        let dir = TempDir::new("oc");
-        for hidden in ["/etc", "/run", "/var/run"] {
-            // The private mounts over /etc and /run would hide the test's own files.
-            assert!(!dir.path().starts_with(hidden), "temporary directory {} under {hidden}", dir.path().display());
-        }
-        let server = Netns::tagged("oc-server");
-        let office = Netns::tagged("oc-office");
-        let laptop = Netns::tagged("oc-laptop");
-        let container = Netns::tagged("oc-container");
-        wire(&server, &office, &laptop, &container);
+        let super::fourhost::Hosts { dir, server, office, laptop, container } = super::fourhost::hosts("oc", &WIRING);
         let pin = make_server_files(dir.path());
         let mut w = OcWorld {
             ocserv: None,
@@ -379,19 +370,16 @@ fn stop(child: &mut Child, grace: Duration) {
 }
 
 /// The links and addresses of the world (see the module's picture), forwarding in the server.
-fn wire(server: &Netns, office: &Netns, laptop: &Netns, container: &Netns) {
-    let w = super::fourhost::Wiring {
-        wan: WAN,
-        bridge: BRIDGE,
-        port: "ocw-c0",
-        server: SERVER,
-        laptop: "198.18.1.2",
-        pool: "10.9.0.0/24",
-        pool6: "fd00:9::/64",
-        default_route: true,
-    };
-    super::fourhost::wire(server, office, laptop, container, &w);
-}
+const WIRING: super::fourhost::Wiring = super::fourhost::Wiring {
+    wan: WAN,
+    bridge: BRIDGE,
+    port: "ocw-c0",
+    server: SERVER,
+    laptop: "198.18.1.2",
+    pool: "10.9.0.0/24",
+    pool6: "fd00:9::/64",
+    default_route: true,
+};
 
 /// Writes the server's certificate and key (EC prime256v1, self-signed, two days), the password
 /// file (`ocpasswd`), the overlay's upper directory (mode 0755: it becomes the private `/etc`'s

@@ -167,16 +167,7 @@ impl WgWorld {
     /// (`wg setconf`, addresses, up) and waits (≤ 20 s) until it listens on UDP 51820; starts
     /// the laptop's private mount namespace. Panics with the logs if anything fails.
     pub fn new() -> WgWorld {
-        let dir = TempDir::new("wg");
-        for hidden in ["/etc", "/run", "/var/run"] {
-            // The private tmpfs over /run would hide the test's own files.
-            assert!(!dir.path().starts_with(hidden), "temporary directory {} under {hidden}", dir.path().display());
-        }
-        let server = Netns::tagged("wg-server");
-        let office = Netns::tagged("wg-office");
-        let laptop = Netns::tagged("wg-laptop");
-        let container = Netns::tagged("wg-container");
-        wire(&server, &office, &laptop, &container);
+        let super::fourhost::Hosts { dir, server, office, laptop, container } = super::fourhost::hosts("wg", &WIRING);
         let (client_private, client_public) = keypair();
         let (server_private, server_public) = keypair();
         let server_mounts = PrivateMounts::start(&server, &dir.path().join("server-mounts.log"));
@@ -449,16 +440,13 @@ fn write_private(file: &Path, text: &str) {
 }
 
 /// The links and addresses of the world (see the module's picture), forwarding in the server.
-fn wire(server: &Netns, office: &Netns, laptop: &Netns, container: &Netns) {
-    let w = super::fourhost::Wiring {
-        wan: WAN,
-        bridge: BRIDGE,
-        port: "wgt-c0",
-        server: SERVER,
-        laptop: "198.18.2.2",
-        pool: "10.7.0.0/24",
-        pool6: "fd00:7::/64",
-        default_route: false,
-    };
-    super::fourhost::wire(server, office, laptop, container, &w);
-}
+const WIRING: super::fourhost::Wiring = super::fourhost::Wiring {
+    wan: WAN,
+    bridge: BRIDGE,
+    port: "wgt-c0",
+    server: SERVER,
+    laptop: "198.18.2.2",
+    pool: "10.7.0.0/24",
+    pool6: "fd00:7::/64",
+    default_route: false,
+};
