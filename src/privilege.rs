@@ -53,6 +53,12 @@ pub fn keep_only_needed(containers: bool) -> Result<CapsHashSet, DropError> {
     Ok(keep)
 }
 
+/// Whether this thread may change routes: CAP_NET_ADMIN in its effective set, as root has and as
+/// systemd's `AmbientCapabilities=CAP_NET_ADMIN` gives an unprivileged unit.
+pub fn may_change_routes() -> bool {
+    caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN).unwrap_or(false)
+}
+
 /// Whether this thread may enter other network namespaces (`setns` takes CAP_SYS_ADMIN): where
 /// it may not (Debian's `openvpn-client@` units bound it away), routes inside containers cannot
 /// be made.

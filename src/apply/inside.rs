@@ -11,9 +11,10 @@
 
 use super::{Failure, Removed};
 use crate::kernel::{Added, Deleted, Kernel, KernelError};
-use crate::net::{RouteSpec, MAIN_TABLE};
+use crate::net::{Addr, Route, RouteSpec, MAIN_TABLE};
 use crate::netns::{Namespace, NsId, PidView};
 use crate::plan::{out_specify, InsideNetwork};
+use crate::reconcile;
 use crate::state::{Entry, Inside, State, StateDir, StateError, Status};
 use log::{debug, info, warn};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -101,32 +102,10 @@ pub fn reconcile(
     if want.is_empty() && state.containers.is_empty() {
         return Ok(done);
     }
-    let (mut open, unknown) = namespaces(state, &want, timeout_ms, &mut done);
+    let (open, unknown) = namespaces(state, &want, timeout_ms, &mut done);
     // Each container's changes, worked out before any is made.
-    let mut work: Vec<(String, Kernel, Vec<RouteSpec>, Vec<RouteSpec>)> = Vec::new();
     let others = other_claims(dir, &state.tunnel);
-    let mut records: Vec<Inside> = Vec::new();
-    for (id, w) in &want {
-        let Some((pid, ns)) = open.remove(*id) else { continue };
-        let old = state.containers.iter().find(|c| c.id == *id && c.netns == ns.id);
-        match changes(&ns, w, old, proto, &others) {
-            Ok((k, entry, add, delete)) => {
-                let mut entry =
-                    Inside { id: id.to_string(), name: w.name.to_string(), pid, netns: ns.id, routes: entry };
-                entry.routes.sort_by_key(|e| e.route.dst);
-                records.push(entry);
-                if !add.is_empty() || !delete.is_empty() {
-                    work.push((id.to_string(), k, add, delete));
-                }
-            }
-            Err(e) => {
-                warn!("container {}: {}; no routes inside it this time", w.name, crate::logging::chain(&e));
-                done.failed += 1;
-                // What it had stays recorded, for the next reconcile or the disconnect.
-                records.extend(old.cloned());
-            }
-        }
-    }
+    let (mut records, work) = work_out(state, &want, open, proto, &others, &mut done);
     // Recorded containers the plan no longer gives routes (or that could not be asked about).
     let mut leaving: Vec<Inside> = Vec::new();
     for c in std::mem::take(&mut state.containers) {
@@ -144,9 +123,9 @@ pub fn reconcile(
     if !work.is_empty() || !leaving.is_empty() {
         dir.write(state)?;
     }
-    for (id, k, add, delete) in work {
-        let Some(entry) = state.containers.iter_mut().find(|c| c.id == id) else { continue };
-        carry_out(&k, entry, &add, &delete, &mut done);
+    for (id, w) in &work {
+        let Some(entry) = state.containers.iter_mut().find(|c| c.id == *id) else { continue };
+        carry_out(w, entry, &mut done);
     }
     let mut removed = Removed::default();
     for c in &leaving {
@@ -163,6 +142,39 @@ pub fn reconcile(
     state.containers.retain(|c| !c.routes.is_empty());
     done.containers = state.containers.len();
     Ok(done)
+}
+
+/// Each wanted container's new record and, where something changes, its work; a container
+/// that cannot be reached keeps the record it had.
+fn work_out(
+    state: &State,
+    want: &BTreeMap<&str, Wanted>,
+    mut open: HashMap<String, (u32, Namespace)>,
+    proto: u8,
+    others: &HashSet<(NsId, RouteSpec)>,
+    done: &mut Done,
+) -> (Vec<Inside>, Vec<(String, Work)>) {
+    let (mut records, mut work) = (Vec::new(), Vec::new());
+    for (id, w) in want {
+        let Some((pid, ns)) = open.remove(*id) else { continue };
+        let old = state.containers.iter().find(|c| c.id == *id && c.netns == ns.id);
+        match changes(&ns, w, old, proto, others) {
+            Ok((todo, mut routes)) => {
+                routes.sort_by_key(|e| e.route.dst);
+                records.push(Inside { id: id.to_string(), name: w.name.to_string(), pid, netns: ns.id, routes });
+                if !todo.changes.is_empty() {
+                    work.push((id.to_string(), todo));
+                }
+            }
+            Err(e) => {
+                warn!("container {}: {}; no routes inside it this time", w.name, crate::logging::chain(&e));
+                done.failed += 1;
+                // What it had stays recorded, for the next reconcile or the disconnect.
+                records.extend(old.cloned());
+            }
+        }
+    }
+    (records, work)
 }
 
 /// The namespaces of the wanted containers: a recorded one still alive is reused (no question
@@ -259,28 +271,53 @@ enum Refused {
     Ours,
 }
 
-type Changes = (Kernel, Vec<Entry>, Vec<RouteSpec>, Vec<RouteSpec>);
+/// One container's work: its kernel, the routes it wants, and what the shared reconcile decided.
+struct Work {
+    k: Kernel,
+    wanted: Vec<RouteSpec>,
+    changes: reconcile::Changes,
+}
 
-/// One container's changes: its kernel, its record's new routes (kept, pending adds, and the
-/// deletions still to come), the routes to add and those to delete.
+/// One container's changes and its record's new routes (kept, pending adds, and the deletions
+/// still to come). The decision is the host's: [`reconcile::diff`] of vpnfix's routes in the
+/// namespace against the wanted ones; this tunnel's record is its own, other tunnels' records
+/// for the same namespace are left alone.
 fn changes(
     ns: &Namespace,
     w: &Wanted,
     old: Option<&Inside>,
     proto: u8,
     others: &HashSet<(NsId, RouteSpec)>,
-) -> Result<Changes, Refused> {
+) -> Result<(Work, Vec<Entry>), Refused> {
     if ns.is_ours() {
         return Err(Refused::Ours);
     }
     let k = ns.kernel()?;
     let table = k.routes()?;
-    let addrs = k.addrs()?;
+    let wanted = wanted_in(w, &table, &k.addrs()?, proto)?;
+    let recorded = old.map(|o| o.routes.iter().map(|e| e.route.clone()).collect()).unwrap_or_default();
+    let mine = reconcile::Mine { tunnel: "", recorded };
+    let claims = reconcile::Claims {
+        devices: HashSet::new(),
+        routes: others.iter().filter(|(id, _)| *id == ns.id).map(|(_, r)| r.clone()).collect(),
+    };
+    let changes = reconcile::diff(&reconcile::own_routes(&table, proto), &wanted, &mine, &claims);
+    let status =
+        |r: &RouteSpec| old.and_then(|o| o.routes.iter().find(|e| e.route == *r)).map_or(Status::Present, |e| e.status);
+    let mut entry: Vec<Entry> = changes.keep.iter().map(|r| Entry { route: r.clone(), status: status(r) }).collect();
+    entry.extend(changes.add.iter().map(|i| Entry { route: wanted[*i].clone(), status: Status::Pending }));
+    let going = changes.delete_first.iter().chain(&changes.delete_after);
+    entry.extend(going.map(|(r, _)| Entry { route: r.clone(), status: status(r) }));
+    Ok((Work { k, wanted, changes }, entry))
+}
+
+/// The routes a container wants: each network's blocks via its gateway, on the interface that
+/// holds the container's address there, split past the container's own routes.
+fn wanted_in(w: &Wanted, table: &[Route], addrs: &[Addr], proto: u8) -> Result<Vec<RouteSpec>, Refused> {
     let theirs: Vec<ipnet::IpNet> = table.iter().filter(|r| r.protocol.0 != proto).map(|r| r.dst).collect();
-    let mut wanted: Vec<RouteSpec> = Vec::new();
+    let mut wanted = Vec::new();
     for (net, own) in &w.nets {
-        let dev = addrs.iter().find(|a| own.contains(&a.addr)).map(|a| a.dev.clone());
-        let Some(dev) = dev else {
+        let Some(dev) = addrs.iter().find(|a| own.contains(&a.addr)).map(|a| a.dev.clone()) else {
             let listed: Vec<String> = own.iter().map(ToString::to_string).collect();
             return Err(Refused::NoInterface(listed.join(", "), net.owner.clone()));
         };
@@ -291,62 +328,21 @@ fn changes(
                 w.name
             );
         }
-        wanted.extend(blocks.into_iter().map(|dst| RouteSpec {
-            dst,
-            dev: dev.clone(),
-            gateway: Some(net.gateway),
-            table: MAIN_TABLE,
-            protocol: proto,
-        }));
+        let spec =
+            |dst| RouteSpec { dst, dev: dev.clone(), gateway: Some(net.gateway), table: MAIN_TABLE, protocol: proto };
+        wanted.extend(blocks.into_iter().map(spec));
     }
-    let own: Vec<RouteSpec> = table.iter().filter(|r| r.protocol.0 == proto).filter_map(RouteSpec::of_route).collect();
-    let recorded: Vec<&RouteSpec> = old.map(|o| o.routes.iter().map(|e| &e.route).collect()).unwrap_or_default();
-    let status =
-        |r: &RouteSpec| old.and_then(|o| o.routes.iter().find(|e| e.route == *r)).map_or(Status::Present, |e| e.status);
-    let mut entry = Vec::new();
-    let mut add = Vec::new();
-    for r in &wanted {
-        if own.contains(r) {
-            entry.push(Entry { route: r.clone(), status: status(r) });
-        } else {
-            entry.push(Entry { route: r.clone(), status: Status::Pending });
-            add.push(r.clone());
-        }
-    }
-    // Ours and unwanted: recorded by this tunnel, or left by an earlier run (claimed by no
-    // other tunnel's record).
-    let delete: Vec<RouteSpec> = own
-        .into_iter()
-        .filter(|r| !wanted.contains(r))
-        .filter(|r| recorded.contains(&r) || !others.contains(&(ns.id, r.clone())))
-        .collect();
-    entry.extend(delete.iter().map(|r| Entry { route: r.clone(), status: status(r) }));
-    Ok((k, entry, add, delete))
+    Ok(wanted)
 }
 
-/// Deletes, then adds, one container's routes, each logged first; its record follows what the
-/// kernel answered.
-fn carry_out(k: &Kernel, entry: &mut Inside, add: &[RouteSpec], delete: &[RouteSpec], done: &mut Done) {
+/// Carries out one container's changes as a connect does on the host: the deletions an add
+/// needs out of its way, the adds, then the rest, each logged first; its record follows what
+/// the kernel answered.
+fn carry_out(work: &Work, entry: &mut Inside, done: &mut Done) {
+    let Work { k, wanted, changes } = work;
     let name = entry.name.clone();
-    let mut gone: HashSet<RouteSpec> = HashSet::new();
-    for chunk in delete.chunks(k.batch()) {
-        crate::logging::info_lines(chunk.iter().map(|r| format!("removing {r} in container {name}: no longer wanted")));
-        match k.delete_all(chunk) {
-            Ok(results) => {
-                for (r, result) in chunk.iter().zip(results) {
-                    match result {
-                        Ok(d) => {
-                            done.removed += usize::from(d == Deleted::Deleted);
-                            gone.insert(r.clone());
-                        }
-                        Err(e) => warn!("container {name}: {}", crate::logging::chain(&e)),
-                    }
-                }
-            }
-            Err(e) => warn!("container {name}: {}", crate::logging::chain(&e)),
-        }
-    }
-    entry.routes.retain(|e| !gone.contains(&e.route));
+    deletes_in(k, &name, &changes.delete_first, entry, done);
+    let add: Vec<RouteSpec> = changes.add.iter().map(|i| wanted[*i].clone()).collect();
     for chunk in add.chunks(k.batch()) {
         crate::logging::info_lines(chunk.iter().map(|r| format!("{r} in container {name}: VPN side, via its gateway")));
         let results = match k.add_all(chunk) {
@@ -366,6 +362,34 @@ fn carry_out(k: &Kernel, entry: &mut Inside, add: &[RouteSpec], delete: &[RouteS
         }
     }
     entry.routes.retain(|e| e.status != Status::Pending);
+    deletes_in(k, &name, &changes.delete_after, entry, done);
+}
+
+/// Deletes routes of ours in a container, each logged with why; what is gone leaves its record.
+fn deletes_in(k: &Kernel, name: &str, todo: &[(RouteSpec, reconcile::Why)], entry: &mut Inside, done: &mut Done) {
+    let mut gone: HashSet<RouteSpec> = HashSet::new();
+    for chunk in todo.chunks(k.batch()) {
+        crate::logging::info_lines(chunk.iter().map(|(r, why)| match why {
+            reconcile::Why::Unwanted => format!("removing {r} in container {name}: no longer wanted"),
+            reconcile::Why::Stale => format!("removing stale {r} in container {name}: left by an earlier vpnfix run"),
+        }));
+        let specs: Vec<RouteSpec> = chunk.iter().map(|(r, _)| r.clone()).collect();
+        match k.delete_all(&specs) {
+            Ok(results) => {
+                for (r, result) in specs.into_iter().zip(results) {
+                    match result {
+                        Ok(d) => {
+                            done.removed += usize::from(d == Deleted::Deleted);
+                            gone.insert(r);
+                        }
+                        Err(e) => warn!("container {name}: {}", crate::logging::chain(&e)),
+                    }
+                }
+            }
+            Err(e) => warn!("container {name}: {}", crate::logging::chain(&e)),
+        }
+    }
+    entry.routes.retain(|e| !gone.contains(&e.route));
 }
 
 /// Removes one container's recorded routes, if its namespace is still the one recorded (else

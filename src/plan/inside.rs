@@ -6,10 +6,11 @@
 //! host then forwards it, and the engine's masquerade gives it the tunnel's source address);
 //! the kept addresses (the other containers, the gateway itself) stay on-link. Pure.
 
+use super::local::LocalNetwork;
 use super::{local, Index, Target};
 use crate::cidr::{aggregate, Bounds, Prefix};
 use crate::config::{Config, Policy};
-use crate::net::{Container, Egress, Engine, Facts, Skipped};
+use crate::net::{Container, DockerNetwork, Egress, Engine, Facts, Skipped};
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -86,48 +87,12 @@ pub(super) fn plan(
         let l = &ix.local_nets[li];
         let subject = format!("containers of {} ({})", l.owner(), l.dst);
         let mut skip = |why: String| skipped.push(Skipped::new(subject.clone(), why));
-        let Some(n) = facts.network_on(&l.dev) else {
-            skip("no container engine describes this bridge's containers; no routes inside them".into());
-            continue;
-        };
-        match n.egress {
-            Egress::Internal => {
-                skip(
-                    "the network is internal: nothing leaves the host from it; no routes inside its containers".into(),
-                );
+        let (n, gateway) = match routable(facts, config, l) {
+            Ok(found) => found,
+            Err(why) => {
+                skip(why);
                 continue;
             }
-            Egress::NoMasquerade => {
-                skip(
-                    "the network does not masquerade (com.docker.network.bridge.enable_ip_masquerade=false): the VPN could not answer its containers' addresses; no routes inside them"
-                        .into(),
-                );
-                continue;
-            }
-            Egress::Masquerade => {}
-        }
-        let v6 = l.dst.addr().is_ipv6();
-        if v6 && !config.container_routes_v6 {
-            let hint = match n.engine {
-                Engine::Docker => " (daemon.json \"ip6tables\": true)",
-                Engine::Podman => "",
-            };
-            skip(format!(
-                "IPv6: {} does not say whether it NATs IPv6{hint}; set VPNFIX_CONTAINER_ROUTES_V6=true where it does",
-                n.engine.title()
-            ));
-            continue;
-        }
-        // The containers' next hop is the bridge's own address (the engine's IPAM gateway is
-        // what it put there; a description may lack it, as Docker 20.10's sometimes does).
-        let own = l.used.iter().find(|u| u.by == local::BRIDGE_ADDRESS).map(|u| u.addr);
-        let gateway = own.or_else(|| n.ipam.iter().filter_map(|p| p.gateway).find(|g| l.dst.contains(g)));
-        let Some(gateway) = gateway else {
-            skip(
-                "the bridge has no address in it and the engine names no gateway; no routes inside its containers"
-                    .into(),
-            );
-            continue;
         };
         // Pushes nested in one another contest the same range more than once: walk each once.
         let nets: Vec<IpNet> = contested.iter().map(|c| c.to_net()).collect();
@@ -161,6 +126,42 @@ pub(super) fn plan(
         });
     }
     out
+}
+
+/// The engine network of local network `l` and the gateway its containers route through, or
+/// why they get no routes inside: no engine describes them, nothing leaves the host from the
+/// network or is masqueraded, IPv6 the user did not say is NATed, or no gateway.
+fn routable<'f>(facts: &'f Facts, config: &Config, l: &LocalNetwork) -> Result<(&'f DockerNetwork, IpAddr), String> {
+    let n = facts
+        .network_on(&l.dev)
+        .ok_or("no container engine describes this bridge's containers; no routes inside them")?;
+    match n.egress {
+        Egress::Internal => {
+            return Err("the network is internal: nothing leaves the host from it; no routes inside its containers".into())
+        }
+        Egress::NoMasquerade => return Err(
+            "the network does not masquerade (com.docker.network.bridge.enable_ip_masquerade=false): the VPN could not answer its containers' addresses; no routes inside them"
+                .into(),
+        ),
+        Egress::Masquerade => {}
+    }
+    if l.dst.addr().is_ipv6() && !config.container_routes_v6 {
+        let hint = match n.engine {
+            Engine::Docker => " (daemon.json \"ip6tables\": true)",
+            Engine::Podman => "",
+        };
+        return Err(format!(
+            "IPv6: {} does not say whether it NATs IPv6{hint}; set VPNFIX_CONTAINER_ROUTES_V6=true where it does",
+            n.engine.title()
+        ));
+    }
+    // The containers' next hop is the bridge's own address (the engine's IPAM gateway is what
+    // it put there; a description may lack it, as Docker 20.10's sometimes does).
+    let own = l.used.iter().find(|u| u.by == local::BRIDGE_ADDRESS).map(|u| u.addr);
+    let gateway = own.or_else(|| n.ipam.iter().filter_map(|p| p.gateway).find(|g| l.dst.contains(g)));
+    let gateway = gateway
+        .ok_or("the bridge has no address in it and the engine names no gateway; no routes inside its containers")?;
+    Ok((n, gateway))
 }
 
 /// The addresses of block `b` (in local network `li`) that the rule sends into the tunnel, but

@@ -168,20 +168,12 @@ pub(super) fn keep_recorded(
     Ok(Kept::Reconciled(done.added + done.removed + done.inside.added + done.inside.removed))
 }
 
-/// Whether this process may change routes: CAP_NET_ADMIN (bit 12) in its effective set, as
-/// root has and as systemd's `AmbientCapabilities=CAP_NET_ADMIN` gives an unprivileged unit.
-fn may_change_routes() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim);
-    eff.and_then(|hex| u64::from_str_radix(hex, 16).ok()).is_some_and(|caps| caps & (1 << 12) != 0)
-}
-
 /// Undoes a tunnel's routes; without the privilege to, says once what happens instead. A
 /// disconnect that names no tunnel with a record (NetworkManager's `vpn-down` after the VPN
 /// died names the parent device) finds the record by the connection's identity.
 pub(super) fn disconnect(config: &Config, input: &HookInput) -> Result<(), Error> {
     let dev = input.tunnel.dev.as_str();
-    if !may_change_routes() {
+    if !crate::privilege::may_change_routes() {
         warn!(
             "running unprivileged (OpenVPN `user`/`group`?): cannot remove routes; the tunnel's routes die with {dev}, \
              bridge routes are swept at the next connect or by `vpnfix cleanup` as root"
@@ -289,7 +281,11 @@ fn run_event(config: &Config, input: HookInput) -> Result<(), Error> {
         Some(Event::Connect) => {
             let dev = input.tunnel.dev.clone();
             let done = connect(config, input);
-            if config.watch && !config.dry_run && !matches!(done, Err(Error::NoTunnel(_))) && may_change_routes() {
+            if config.watch
+                && !config.dry_run
+                && !matches!(done, Err(Error::NoTunnel(_)))
+                && crate::privilege::may_change_routes()
+            {
                 super::watch::start(&dev);
             }
             // Not inside `debug!`: its arguments are evaluated only when debug is on.
