@@ -67,6 +67,9 @@ pub enum Command {
         after_help = "Examples:\n  vpnfix suggest --route 172.16.0.0/12\n  vpnfix suggest --from DIR --prefer 10.0.0.0/8 --json\n  sudo vpnfix suggest --write-daemon-json /etc/docker/daemon.json"
     )]
     Suggest(SuggestArgs),
+    /// The helper OpenVPN's plugin (vpnfix.so) starts; not for use by hand.
+    #[command(name = "plugin-helper", hide = true)]
+    PluginHelper,
 }
 
 /// `vpnfix suggest`.
@@ -149,8 +152,19 @@ pub struct InstallArgs {
 }
 
 /// The subcommand names, for telling manual use from hook invocations.
-pub const COMMANDS: &[&str] =
-    &["plan", "apply", "cleanup", "snapshot", "status", "explain", "suggest", "install", "watch", "help"];
+pub const COMMANDS: &[&str] = &[
+    "plan",
+    "apply",
+    "cleanup",
+    "snapshot",
+    "status",
+    "explain",
+    "suggest",
+    "install",
+    "watch",
+    "plugin-helper",
+    "help",
+];
 
 /// `vpnfix cleanup`.
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub mod events;
+pub mod fresh;
 mod libpod;
 
 /// Where engines listen when `DOCKER_HOST` names none: Docker's socket and rootful Podman's
@@ -88,7 +89,7 @@ impl DockerError {
 
 /// One engine's answer: which engine it is and its networks as `docker network inspect`
 /// describes them (Podman's with the bridge name its own API gives, see [`EngineNetwork`]).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct EngineAnswer {
     /// The address asked.
     pub host: String,
@@ -136,10 +137,20 @@ pub async fn inspect_all(hosts: &[String], timeout_ms: u64) -> Vec<Result<Engine
     let one = |host: &'_ String| {
         let host = host.clone();
         async move {
-            match tokio::time::timeout(limit, inspect_one(&host)).await {
-                Ok(r) => r,
-                Err(_) => Err(DockerError::Timeout { host, ms: timeout_ms }),
+            // A long-lived process that follows the engine's events reuses its last answer
+            // while the engine has said nothing (see `fresh`).
+            if let Some(a) = fresh::kept(&host) {
+                return Ok(a);
             }
+            let generation = fresh::generation(&host);
+            let r = match tokio::time::timeout(limit, inspect_one(&host)).await {
+                Ok(r) => r,
+                Err(_) => Err(DockerError::Timeout { host: host.clone(), ms: timeout_ms }),
+            };
+            if let (Some(g), Ok(a)) = (generation, &r) {
+                fresh::keep(&host, g, a);
+            }
+            r
         }
     };
     futures::future::join_all(hosts.iter().map(one)).await

@@ -29,6 +29,7 @@ pub mod logging;
 pub mod net;
 pub mod netns;
 pub mod plan;
+pub mod plugin;
 pub mod privilege;
 pub mod reconcile;
 pub mod report;

@@ -14,6 +14,34 @@ static SYSLOG: std::sync::OnceLock<Option<Mutex<Syslog>>> = std::sync::OnceLock:
 
 struct Logger;
 
+/// Lines held for OpenVPN's plugin instead of written to stderr ([`capture`]): the helper sends
+/// them with its answer, and the plugin writes them into OpenVPN's own log.
+static CAPTURED: Mutex<Option<Vec<(Level, String)>>> = Mutex::new(None);
+
+/// From now on (`true`), every line is held for [`take_captured`] instead of written to
+/// stderr (syslog still gets it); `false` goes back to stderr.
+pub fn capture(on: bool) {
+    if let Ok(mut c) = CAPTURED.lock() {
+        *c = on.then(Vec::new);
+    }
+}
+
+/// The lines held since the last call.
+pub fn take_captured() -> Vec<(Level, String)> {
+    CAPTURED.lock().ok().and_then(|mut c| c.as_mut().map(std::mem::take)).unwrap_or_default()
+}
+
+/// Writes `text` (whole lines, each `vpnfix: …`) to stderr, or holds its lines while captured.
+fn to_stderr(level: Level, text: &str) {
+    if let Ok(mut c) = CAPTURED.lock() {
+        if let Some(held) = c.as_mut() {
+            held.extend(text.lines().map(|l| (level, l.strip_prefix("vpnfix: ").unwrap_or(l).to_string())));
+            return;
+        }
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
 /// Sends one message to syslog, if there is one.
 fn to_syslog(level: Level, msg: String) {
     if let Some(Ok(mut s)) = SYSLOG.get().and_then(Option::as_ref).map(Mutex::lock) {
@@ -40,7 +68,7 @@ pub fn info_lines(lines: impl IntoIterator<Item = String>) {
         text.push('\n');
         to_syslog(Level::Info, line);
     }
-    let _ = std::io::stderr().write_all(text.as_bytes());
+    to_stderr(Level::Info, &text);
 }
 
 impl Log for Logger {
@@ -60,7 +88,7 @@ impl Log for Logger {
             _ => "",
         };
         // One write per line: stderr is unbuffered, and `writeln!` makes one per piece (four).
-        let _ = std::io::stderr().write_all(format!("vpnfix: {prefix}{msg}\n").as_bytes());
+        to_stderr(record.level(), &format!("vpnfix: {prefix}{msg}\n"));
         to_syslog(record.level(), msg);
     }
 

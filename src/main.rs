@@ -21,6 +21,10 @@ fn main() -> ExitCode {
     // After clap: `--version`, `--help` and usage errors print and exit without a logger (and
     // without looking for /dev/log).
     let cli = Cli::parse();
+    if let Command::PluginHelper = cli.command {
+        // Before the logger: it closes what OpenVPN left open first.
+        return vpnfix::plugin::helper::serve();
+    }
     logging::init(LogLevel::Info);
     let result = match &cli.command {
         Command::Plan(args) => run::plan(args),
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         Command::Install(args) => run::install(args),
         Command::Suggest(args) => run::suggest(args),
         Command::Watch(args) => run::watch(args),
+        Command::PluginHelper => unreachable!("served above"),
     };
     match result {
         Ok(out) => {

@@ -22,6 +22,9 @@
 #   5. the watcher (scripts/bench/watch.sh): Docker's start event → route (median ≤ 20 ms) beside
 #      `docker start`'s own time; idle wake-ups (0) and RSS (≤ 10 MiB); a burst of 50 starts
 #      (the table final ≤ 200 ms after the last event, ≤ 5 reconciles).
+#   6. the OpenVPN plugin (examples/plugin_bench.rs): a seed-case route-up as the plugin sees it
+#      (`openvpn_plugin_func_v3`, its helper — this binary — doing the whole reconcile) against
+#      script mode's whole hook run, side by side in one process. Target: ratio ≤ 0.5.
 #
 # Everything runs in network namespaces made here (vfb-<pid>-*) with a private dockerd; all of
 # it is removed on any exit. The machine's own namespace, routes and Docker are never touched.
@@ -39,8 +42,8 @@ QUICK=0 ONLY=""
 while (($#)); do
 	case $1 in
 	--quick) QUICK=1 ;;
-	--only) ONLY=${2:-} && shift && [[ $ONLY == [1-5] ]] || die "--only takes 1, 2, 3, 4 or 5" ;;
-	*) die "usage: $0 [--quick] [--only 1|2|3|4|5]" ;;
+	--only) ONLY=${2:-} && shift && [[ $ONLY == [1-6] ]] || die "--only takes 1, 2, 3, 4, 5 or 6" ;;
+	*) die "usage: $0 [--quick] [--only 1|2|3|4|5|6]" ;;
 	esac
 	shift
 done
@@ -74,14 +77,16 @@ log "machine: $(machine); $(load)"
 # ------------------------------------------------------------------------------ build ----
 cd "$ROOT"
 if ((QUICK)); then
-	cargo build --quiet --bin vpnfix --example synth_bundle
+	cargo build --quiet --bin vpnfix --example synth_bundle --example plugin_bench
 	BIN=$ROOT/target/debug/vpnfix GEN=$ROOT/target/debug/examples/synth_bundle
+	PLUGIN_BENCH=$ROOT/target/debug/examples/plugin_bench
 else
 	log "building the static release (and the bundle generator)"
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
-		--target x86_64-unknown-linux-gnu --bin vpnfix --example synth_bundle
+		--target x86_64-unknown-linux-gnu --bin vpnfix --example synth_bundle --example plugin_bench
 	BIN=$ROOT/target/x86_64-unknown-linux-gnu/release/vpnfix
 	GEN=$ROOT/target/x86_64-unknown-linux-gnu/release/examples/synth_bundle
+	PLUGIN_BENCH=$ROOT/target/x86_64-unknown-linux-gnu/release/examples/plugin_bench
 fi
 cp "$BIN" "$WORK/vpnfix" # what is measured can no longer change under us
 BIN=$WORK/vpnfix
@@ -294,6 +299,33 @@ if part 5; then
 	fi
 	if ((QUICK)); then watch_bench "$NS" 3 5; else watch_bench "$NS" 20 50; fi
 	log "5. $(load)"
+fi
+
+# --------------------------------------------------------------------------- 6. plugin ----
+if part 6; then
+	NS=$TAG-seed
+	if [[ -n $ONLY ]]; then
+		log "6. the plugin: seed laptop in $NS with a private dockerd"
+		seed_laptop "$NS" docker
+		cat >"$WORK/reset-seed.sh" <<-EOF
+			ip -n $NS route flush table main proto 86
+			ip -n $NS route flush table main proto boot
+			rm -f $SHM/state/*.json
+		EOF
+	fi
+	cp "$PLUGIN_BENCH" "$WORK/plugin_bench"
+	PLUGIN_ENV="$(hook_env | tr '\n' ' ') VPNFIX_CONTAINER_ROUTES=false DOCKER_HOST=unix://$WORK/docker/docker.sock"
+	# shellcheck disable=SC2086
+	ip netns exec "$NS" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin $PLUGIN_ENV \
+		"$WORK/plugin_bench" "$BIN" "$WORK/reset-seed.sh" "$ROUNDS" "$RUNS" >"$WORK/rounds.txt" 2>"$WORK/plugin_bench.log" ||
+		{ cat "$WORK/plugin_bench.log" >&2; die "the plugin benchmark failed"; }
+	grep -q "shared with docker network milvus" "$WORK/plugin_bench.log" || die "the plugin's helper did not see Docker"
+	a=$(awk '{print $1}' "$WORK/rounds.txt" | median)
+	b=$(awk '{print $2}' "$WORK/rounds.txt" | median)
+	r=$(awk '{printf "%.6f\n", $1 / $2}' "$WORK/rounds.txt" | median)
+	r=$(awk -v r="$r" 'BEGIN {printf "%.3f", r}')
+	RESULTS+=("$(printf '%-46s %10s vs %-10s ratio %6s  (target <= 0.5: %s)' "6. route-up: plugin / script" "$(ms "$a")" "$(ms "$b")" "$r" "$(verdict "$r" 0.5)")")
+	log "${RESULTS[-1]}   [$ROUNDS rounds x $RUNS runs; $(load)]"
 fi
 
 # --------------------------------------------------------------------------- summary ----

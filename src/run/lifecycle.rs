@@ -214,7 +214,16 @@ pub(super) fn disconnect(config: &Config, input: &HookInput) -> Result<(), Error
 /// NetworkManager's disconnect actions; from a connect (`route-up`, `vpn-up`) non-zero only
 /// when `VPNFIX_STRICT` is set and something failed.
 pub fn hook(inv: Invocation) -> ExitCode {
-    let env = environment();
+    match hook_in(inv, &environment()) {
+        true => ExitCode::FAILURE,
+        false => ExitCode::SUCCESS,
+    }
+}
+
+/// [`hook`] with the environment given (OpenVPN's plugin hands each event's): whether the
+/// caller must be told the hook failed.
+pub fn hook_in(inv: Invocation, env: &[(String, String)]) -> bool {
+    let env = env.to_vec();
     let config = load_config(&env, &Overrides::default());
     let input = inv.parse(&env);
     let strict_exit = config.strict
@@ -234,7 +243,7 @@ pub fn hook(inv: Invocation) -> ExitCode {
             if let Some(sh) = vpnc_withhold(input) {
                 print!("{sh}");
             }
-            return ExitCode::SUCCESS;
+            return false;
         }
     }
     let failed = match input {
@@ -244,11 +253,7 @@ pub fn hook(inv: Invocation) -> ExitCode {
         }
         Ok(input) => run_event(&config, input).map_err(|e| error!("{}", chain(&e))).is_err(),
     };
-    if failed && strict_exit {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    failed && strict_exit
 }
 
 /// The `sh` that takes out of vpnc-script's IPv4 split-include list every push whose prefix is

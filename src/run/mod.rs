@@ -9,7 +9,7 @@ mod lifecycle;
 mod watch;
 
 pub use commands::{explain, install, plan, snapshot, status, suggest};
-pub use lifecycle::{apply, cleanup, hook};
+pub use lifecycle::{apply, cleanup, hook, hook_in};
 pub use watch::watch;
 
 use crate::apply::ApplyError;
@@ -94,7 +94,7 @@ pub fn environment() -> Vec<(String, String)> {
 
 /// Configuration from `/etc/vpnfix.conf` (or the file `VPNFIX_CONF_FILE` names), the
 /// environment and the command line's overrides, in that order.
-fn load_config(env: &[(String, String)], flags: &Overrides) -> Config {
+pub(crate) fn load_config(env: &[(String, String)], flags: &Overrides) -> Config {
     let path = env.iter().find(|(k, _)| k == CONF_FILE_VAR).map_or(CONF_FILE, |(_, v)| v.as_str());
     let file = match std::fs::read_to_string(path) {
         Ok(text) => parse_kv_lines(&text),

@@ -164,6 +164,13 @@ pub fn vpnfix_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vpnfix")
 }
 
+/// The plugin under test: the library's `cdylib`, which cargo builds beside the binary.
+pub fn plugin_so() -> PathBuf {
+    let so = Path::new(vpnfix_bin()).with_file_name("libvpnfix.so");
+    assert!(so.is_file(), "{} is missing: the library's cdylib is built with the binary", so.display());
+    so
+}
+
 /// The binary under test copied to `dir/vpnfix` (mode 0755, `dir` 0755 too), for whatever runs
 /// it as another user: OpenVPN's hooks under `user nobody`, `setpriv`. The checkout may sit in
 /// a directory only root may enter (/root, a `mktemp -d`), where nobody cannot run it in place.

@@ -401,6 +401,26 @@ impl World {
         c
     }
 
+    /// The client lines that load vpnfix as OpenVPN's plugin instead of its scripts: the library
+    /// under test (`libvpnfix.so`, beside the binary) with the binary under test as its helper
+    /// and `settings` (`VPNFIX_KEY=value`) on the `plugin` line; the world's state directory,
+    /// a configuration file and syslog of the test's own, and the world's dockerd as `setenv`
+    /// lines. No `script-security`: a plugin needs none.
+    pub fn plugin_lines(&self, settings: &[&str]) -> Vec<String> {
+        let mut bin = self.dir.path().join("bin/vpnfix");
+        if !bin.exists() {
+            bin = vpnfix_copy(&self.dir.path().join("bin"));
+        }
+        let so = super::plugin_so();
+        let mut lines = vec![format!("plugin {} {} {}", so.display(), bin.display(), settings.join(" "))];
+        lines.push(format!("setenv VPNFIX_STATE_DIR {}", self.state_dir().display()));
+        for (k, v) in super::own_config_and_syslog(&[]) {
+            lines.push(format!("setenv {k} {v}"));
+        }
+        lines.push(format!("setenv DOCKER_HOST {}", self.docker.host()));
+        lines
+    }
+
     /// Starts the laptop's client for site n and waits for "Initialization Sequence Completed".
     pub fn connect(&self, n: usize, vpnfix: bool, extra: &[&str]) -> Openvpn {
         let k = self.configs.replace(self.configs.get() + 1);
