@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=fuzz/corpus
-mkdir -p "$out"/{openvpn_env,nm_env,vpnc_env,wg_quick,state,bundle,plan_from_bundle}
+mkdir -p "$out"/{openvpn_env,nm_env,vpnc_env,wg_quick,state,bundle,plan_from_bundle,plugin_wire}
 
 # OpenVPN: NAME.env as KEY=value lines, NAME.args one `@arg` line per argument (up/down/route-pre-down
 # get six, empty ones included; route-up none); once as OpenVPN runs a script (script_type set),
@@ -27,6 +27,21 @@ for f in "$ovpn"/*.env; do
 done
 for d in tests/fixtures/bundles/* examples/laptop-*; do
   cp "$d/env" "$out/openvpn_env/seed-bundle-$(basename "$d")"
+done
+
+# OpenVPN's plugin: frames as its helper reads them (src/plugin/wire.rs): the first (open), and
+# one event per captured hook with its arguments and the environment OpenVPN gives plugins (no
+# script_type). Lengths and numbers are little-endian u32.
+le32() { printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)))"; }
+list() { le32 $#; for s in "$@"; do le32 "$(printf '%s' "$s" | wc -c)"; printf '%s' "$s"; done; }
+printf '\001' >"$out/plugin_wire/seed-open"
+declare -A hook_number=([up]=0 [down]=1 [route-up]=2 [route-pre-down]=12)
+for f in "$ovpn"/*.env; do
+  name=$(basename "$f" .env)
+  [[ -n ${hook_number[$name]:-} ]] || continue
+  mapfile -t env < <(grep -v '^script_type=' "$f")
+  read -ra args <"$ovpn/$name.args" || true
+  { printf '\002'; le32 "${hook_number[$name]}"; list "${args[@]}"; list "${env[@]}"; } >"$out/plugin_wire/seed-$name"
 done
 
 # vpnc-script (OpenConnect 9.01): each phase's captured environment, with the phase its hook

@@ -12,7 +12,8 @@
 //!   (split at the first `=`, nothing trimmed, as the kernel hands it over) a variable, any
 //!   other line is ignored;
 //! - bundle targets: the seven files of [`bundle::FILES`] in that order, separated by NUL bytes
-//!   (which JSON never contains); an empty or absent part is a missing file.
+//!   (which JSON never contains); an empty or absent part is a missing file;
+//! - `plugin_wire`: a frame's bytes, as the plugin's helper reads them from its socket.
 
 use crate::bundle::{self, Bundle};
 use crate::config::Config;
@@ -287,4 +288,26 @@ fn docker_sorted(b: &Bundle) -> Option<Vec<crate::net::DockerNetwork>> {
         n.containers.sort_by(|x, y| x.name.cmp(&y.name).then(x.addrs.cmp(&y.addrs)));
     }
     Some(networks)
+}
+
+/// What OpenVPN's plugin sends its root helper (after `user nobody`, from an unprivileged
+/// process): a frame's bytes → [`Request::decode`](crate::plugin::wire::Request::decode) (and the
+/// answer's decoder, which the plugin runs): nothing panics, what is read survives the writer
+/// unchanged, and no setting of an event's environment reaches the hook's.
+pub fn plugin_wire(data: &[u8]) {
+    use crate::plugin::wire::{Answer, Request};
+    if let Ok(r) = Request::decode(data) {
+        assert_eq!(Request::decode(&r.encode()).expect("written request readable"), r);
+        if let Request::Event { hook, env, .. } = &r {
+            let seen = crate::plugin::helper::environment(*hook, env);
+            let settings: Vec<&(String, String)> = seen.iter().filter(|(k, _)| k.starts_with("VPNFIX_")).collect();
+            let own: Vec<(String, String)> =
+                std::env::vars().filter(|(k, _)| k.starts_with("VPNFIX_") || k == "DOCKER_HOST").collect();
+            assert!(settings.iter().all(|s| own.contains(s)), "an event's setting reached the hook: {settings:?}");
+            assert_eq!(seen.iter().filter(|(k, _)| k == "script_type").count(), 1);
+        }
+    }
+    if let Ok(a) = Answer::decode(data) {
+        assert_eq!(Answer::decode(&a.encode()).expect("written answer readable"), a);
+    }
 }

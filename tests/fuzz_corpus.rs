@@ -19,6 +19,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("plan_from_bundle", fuzzing::plan_from_bundle),
     ("vpnc_env", fuzzing::vpnc_env),
     ("wg_quick", fuzzing::wg_quick),
+    ("plugin_wire", fuzzing::plugin_wire),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -94,4 +95,9 @@ fn vpnc_env_corpus() {
 #[test]
 fn wg_quick_corpus() {
     replay("wg_quick", TARGETS[6].1);
+}
+
+#[test]
+fn plugin_wire_corpus() {
+    replay("plugin_wire", TARGETS[7].1);
 }

@@ -42,7 +42,7 @@ pub enum Outcome {
 pub struct Args {
     /// The helper binary.
     pub helper: PathBuf,
-    /// `VPNFIX_KEY=value` settings, given to the helper before the events' `setenv` lines.
+    /// `VPNFIX_KEY=value` settings: in the helper's environment, over the `setenv` lines.
     pub settings: Vec<String>,
 }
 
@@ -174,10 +174,12 @@ impl Plugin {
 }
 
 impl Helper {
-    /// `HELPER plugin-helper`, its stdin the helper's end of a socket pair; only vpnfix's own
-    /// variables and `DOCKER_HOST` from OpenVPN's environment, then the plugin line's settings,
-    /// in its environment; a process group of its own (a Ctrl-C on a foreground OpenVPN is not
-    /// its), stderr OpenVPN's (lines it logs with no event to answer go there).
+    /// `HELPER plugin-helper`, its stdin the helper's end of a socket pair; in its environment
+    /// only vpnfix's own variables and `DOCKER_HOST` from OpenVPN's at open (its `setenv` lines,
+    /// read from root's configuration before any privilege is dropped), then the plugin line's
+    /// settings: the helper's settings for its whole life. A process group of its own (a Ctrl-C
+    /// on a foreground OpenVPN is not its), stderr OpenVPN's (lines it logs with no event to
+    /// answer go there).
     fn start(args: &Args, env: &[String]) -> Result<(Helper, Answer), String> {
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socket pair: {e}"))?;
         let vars = env
@@ -197,7 +199,7 @@ impl Helper {
             .spawn()
             .map_err(|e| e.to_string())?;
         let mut h = Helper { sock: ours, child };
-        match h.ask(&Request::Open { args: args.settings.clone() }) {
+        match h.ask(&Request::Open) {
             Ok(answer) => Ok((h, answer)),
             Err(e) => {
                 let _ = h.child.kill();

@@ -1,7 +1,9 @@
 //! The helper: `vpnfix plugin-helper`, started by the plugin at open while OpenVPN is still
 //! root. It keeps CAP_NET_ADMIN (and what the routes inside containers take) and nothing else,
 //! for the life of the tunnel, so the disconnect removes exactly what the connect added even
-//! after OpenVPN's `user nobody`. Each event runs the very hook logic a script runs
+//! after OpenVPN's `user nobody`. What comes over the socket comes, after that drop, from an
+//! unprivileged process: it is parsed within bounds ([`super::wire`]), its settings are not taken
+//! (the helper's are those of open), and it acts for one tunnel at a time. Each event runs the very hook logic a script runs
 //! ([`crate::run::hook_in`]), its log lines held and sent back with the answer. When the socket
 //! closes without a disconnect (OpenVPN killed, or it closed the plugin while connected), it
 //! removes the tunnel's routes itself: however the tunnel ends, nothing stays behind.
@@ -31,7 +33,7 @@ pub fn serve() -> ExitCode {
         }
     };
     logging::capture(true);
-    let mut h = Serving { sock, settings: Vec::new(), connected: None };
+    let mut h = Serving { sock, connected: None };
     let end = h.run();
     logging::capture(false);
     if let Err(e) = end {
@@ -70,11 +72,10 @@ fn close_inherited_fds() {
 /// A helper at work.
 struct Serving {
     sock: UnixStream,
-    /// The `plugin` line's settings, `KEY=value`.
-    settings: Vec<(String, String)>,
-    /// The tunnel an up or route-up named and no down has ended yet, with that event's
-    /// environment: what the end cleans up when the plugin goes without a disconnect.
-    connected: Option<Vec<(String, String)>>,
+    /// The tunnel an up or route-up named and no down has ended yet (its device), with that
+    /// event's environment: the only tunnel the helper acts for until its down, and what the
+    /// end cleans up when the plugin goes without one.
+    connected: Option<(String, Vec<(String, String)>)>,
 }
 
 impl Serving {
@@ -85,7 +86,7 @@ impl Serving {
                 other => other?,
             };
             let answer = match Request::decode(&frame) {
-                Ok(Request::Open { args }) => self.open(&args),
+                Ok(Request::Open) => self.open(),
                 Ok(Request::Event { hook, argv, env }) => self.event(hook, argv, &env),
                 Err(e) => {
                     error!("a message from the plugin was not understood ({e}); ignored");
@@ -96,12 +97,10 @@ impl Serving {
         }
     }
 
-    /// The plugin's first message: its settings; the privileges are cut down to what the
-    /// routes take.
-    fn open(&mut self, args: &[String]) -> Answer {
-        self.settings = args.iter().filter_map(|a| a.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect();
-        let env = crate::run::environment();
-        let config = crate::run::load_config(&env, &crate::config::Overrides::default());
+    /// The plugin's first message: the privileges are cut down to what the routes take, and the
+    /// engines followed.
+    fn open(&mut self) -> Answer {
+        let config = crate::run::load_config(&own_settings(), &crate::config::Overrides::default());
         match crate::privilege::keep_only_needed(config.container_routes) {
             Ok(kept) if kept.is_empty() => warn!(
                 "the helper runs without CAP_NET_ADMIN (OpenVPN loaded the plugin after dropping privileges, as a SIGHUP \
@@ -118,10 +117,15 @@ impl Serving {
         Answer { failed: false, lines: captured() }
     }
 
-    /// One hook, run as the script would run it; up only marks the tunnel (route-up, after
-    /// OpenVPN's own routes, plans with them).
+    /// One hook, run as the script would run it, for the tunnel the helper serves; up only marks
+    /// the tunnel (route-up, after OpenVPN's own routes, plans with them).
     fn event(&mut self, hook: Hook, argv: Vec<String>, env: &[String]) -> Answer {
-        let env = self.environment(hook, env);
+        let env = environment(hook, env);
+        let dev = env.iter().find(|(k, _)| k == "dev").map(|(_, v)| v.clone()).unwrap_or_default();
+        if let Some((serving, _)) = self.connected.as_ref().filter(|(d, _)| *d != dev) {
+            error!("{}: refused for device {dev:?}: this helper serves {serving} until its down", hook.script_type());
+            return Answer { failed: false, lines: captured() };
+        }
         let failed = match hook {
             Hook::Up => {
                 debug!("up: nothing to do before OpenVPN's routes; route-up plans with them");
@@ -130,36 +134,48 @@ impl Serving {
             _ => run_hook(hook, argv, &env),
         };
         match hook {
-            Hook::Up | Hook::RouteUp => self.connected = Some(env),
+            Hook::Up | Hook::RouteUp => self.connected = Some((dev, env)),
             Hook::Down => self.connected = None,
             Hook::RoutePreDown => {}
         }
         Answer { failed, lines: captured() }
     }
 
-    /// The event's environment as a script would see it: OpenVPN's (which deletes
-    /// `script_type` for plugins: put back), the plugin line's settings over its `setenv` lines,
-    /// and the helper's own `VPNFIX_SYSLOG` (where its lines go).
-    fn environment(&self, hook: Hook, env: &[String]) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = env
-            .iter()
-            .filter_map(|kv| kv.split_once('='))
-            .filter(|(k, _)| *k != "script_type" && !self.settings.iter().any(|(s, _)| s == k))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        out.extend(self.settings.iter().cloned());
-        out.push(("script_type".into(), hook.script_type().into()));
-        out
-    }
-
     /// The plugin went while a tunnel it connected had no down: its routes go now.
     fn cleanup_left(&mut self) {
-        if let Some(env) = self.connected.take() {
-            let dev = env.iter().find(|(k, _)| k == "dev").map_or("?", |(_, v)| v.as_str()).to_string();
+        if let Some((dev, env)) = self.connected.take() {
             info!("OpenVPN went without a disconnect of {dev}: removing its routes");
             run_hook(Hook::Down, Vec::new(), &env);
         }
     }
+}
+
+/// vpnfix's settings and `DOCKER_HOST` from the helper's own environment: what OpenVPN's
+/// configuration and the plugin line said at open.
+fn own_settings() -> Vec<(String, String)> {
+    crate::run::environment().into_iter().filter(|(k, _)| is_setting(k)).collect()
+}
+
+fn is_setting(key: &str) -> bool {
+    key.starts_with("VPNFIX_") || key == "DOCKER_HOST"
+}
+
+/// The event's environment as a script would see it: OpenVPN's variables (`script_type`, which
+/// OpenVPN deletes for plugins, put back) and the helper's own settings. Settings in the event's
+/// environment are not taken: after `user nobody` it comes from an unprivileged process, and a
+/// setting names files root reads and writes (`VPNFIX_STATE_DIR`, `VPNFIX_CONF_FILE`), sockets
+/// it talks to (`DOCKER_HOST`, `VPNFIX_SYSLOG`) and which routes are its own (`VPNFIX_PROTO`).
+/// They are the same `setenv` lines OpenVPN had at open.
+pub(crate) fn environment(hook: Hook, env: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k != "script_type" && !is_setting(k))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    out.extend(own_settings());
+    out.push(("script_type".into(), hook.script_type().into()));
+    out
 }
 
 /// Runs a hook as OpenVPN would have run the script; a panic is a bug, said, and not a failure
@@ -185,4 +201,39 @@ fn captured() -> Vec<(Level, String)> {
             (level, line)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_environment_brings_no_settings() {
+        let event =
+            ["dev=tun0", "route_network_1=172.20.0.0", "VPNFIX_STATE_DIR=/tmp/evil", "DOCKER_HOST=tcp://evil:2375"];
+        let env = environment(Hook::RoutePreDown, &event.map(String::from));
+        let get = |k: &str| env.iter().filter(|(key, _)| key == k).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!(get("dev"), ["tun0"]);
+        assert_eq!(get("route_network_1"), ["172.20.0.0"]);
+        assert_eq!(get("script_type"), ["route-pre-down"], "put back, as a script sees it");
+        assert!(!get("VPNFIX_STATE_DIR").contains(&"/tmp/evil"), "{env:?}");
+        assert!(!get("DOCKER_HOST").contains(&"tcp://evil:2375"), "{env:?}");
+    }
+
+    #[test]
+    fn a_connected_helper_acts_for_its_own_tunnel_only() {
+        let (sock, _other) = UnixStream::pair().unwrap();
+        let mut h = Serving { sock, connected: Some(("tun0".into(), Vec::new())) };
+        // A down naming another device (what a compromised, unprivileged OpenVPN could send) is
+        // refused before anything runs; the helper still serves tun0.
+        let a = h.event(Hook::Down, Vec::new(), &["dev=tun1".to_string()]);
+        assert!(!a.failed);
+        assert_eq!(h.connected.as_ref().map(|(d, _)| d.as_str()), Some("tun0"));
+        let a = h.event(Hook::Up, Vec::new(), &["dev=tun9".to_string()]);
+        assert!(!a.failed);
+        assert_eq!(h.connected.as_ref().map(|(d, _)| d.as_str()), Some("tun0"), "an up for another device");
+        // Its own up (a restart) is taken.
+        h.event(Hook::Up, Vec::new(), &["dev=tun0".to_string()]);
+        assert_eq!(h.connected.as_ref().map(|(d, _)| d.as_str()), Some("tun0"));
+    }
 }

@@ -52,12 +52,9 @@ impl Hook {
 /// A frame from the plugin to its helper.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// The first frame: the `plugin` line's `VPNFIX_KEY=value` settings, which override the
-    /// events' `setenv` lines.
-    Open {
-        /// The settings.
-        args: Vec<String>,
-    },
+    /// The first frame: the plugin is loaded, the helper should get ready. (Its settings are
+    /// in its environment, made at open: see [`super::client`].)
+    Open,
     /// A hook: its arguments (OpenVPN's `argv` without the library's path) and environment.
     Event {
         /// Which hook.
@@ -113,10 +110,7 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Request::Open { args } => {
-                out.push(OPEN);
-                put_list(&mut out, args);
-            }
+            Request::Open => out.push(OPEN),
             Request::Event { hook, argv, env } => {
                 out.push(EVENT);
                 out.extend_from_slice(&hook.number().to_le_bytes());
@@ -131,7 +125,7 @@ impl Request {
     pub fn decode(bytes: &[u8]) -> Result<Request, WireError> {
         let mut r = Reader(bytes);
         let req = match r.byte()? {
-            OPEN => Request::Open { args: r.list()? },
+            OPEN => Request::Open,
             EVENT => {
                 let n = i32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes"));
                 let hook = Hook::from_number(n).ok_or(WireError::Malformed("unknown hook"))?;
@@ -285,7 +279,7 @@ mod tests {
     #[test]
     fn requests_and_answers_round_trip() {
         let reqs = [
-            Request::Open { args: strings(&["VPNFIX_POLICY=vpn", "VPNFIX_LOG=debug"]) },
+            Request::Open,
             Request::Event { hook: Hook::RoutePreDown, argv: strings(&["tun0", "1500", "0"]), env: vec![] },
             Request::Event { hook: Hook::RouteUp, argv: vec![], env: strings(&["dev=tun0", "ü=é"]) },
         ];
@@ -318,9 +312,9 @@ mod tests {
         trailing.push(0);
         assert_eq!(Request::decode(&trailing).unwrap_err().to_string(), "malformed frame: trailing bytes");
         // A count that claims four billion strings allocates nothing.
-        let lie = [vec![OPEN], u32::MAX.to_le_bytes().to_vec()].concat();
+        let lie = [vec![EVENT, 2, 0, 0, 0], u32::MAX.to_le_bytes().to_vec()].concat();
         assert_eq!(Request::decode(&lie).unwrap_err().to_string(), "malformed frame: list longer than the frame");
-        let not_utf8 = [OPEN, 1, 0, 0, 0, 1, 0, 0, 0, 0xff];
+        let not_utf8 = [EVENT, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0xff, 0, 0, 0, 0];
         assert_eq!(Request::decode(&not_utf8).unwrap_err().to_string(), "malformed frame: string not UTF-8");
     }
 
