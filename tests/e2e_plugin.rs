@@ -120,16 +120,7 @@ fn restarts_and_kill_9_leave_nothing_behind() {
     let m = milvus(&[PUSH_172_20]);
     let w = &m.w;
     let before = baseline(w, &m.local());
-    let exact = |label: &str| {
-        assert!(
-            until(|| w.laptop.table() == before && helpers(w).is_empty()),
-            "[{label}] after the tunnel ended: vpnfix's routes {:?}, helpers {:?}\n{}",
-            own_routes(&w.laptop),
-            helpers(w),
-            w.logs()
-        );
-        assert!(!w.state_dir().join("tun0.json").exists(), "[{label}] the record outlives the tunnel");
-    };
+    let exact = |label: &str| assert_ended(w, &before, label, || helpers(w));
 
     for persist in [true, false] {
         let label = if persist { "SIGUSR1 with persist-tun" } else { "SIGUSR1 without persist-tun" };

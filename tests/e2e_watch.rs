@@ -151,16 +151,7 @@ fn the_watcher_cleans_up_however_the_tunnel_ends() {
     let m = milvus(&[PUSH_172_20]);
     let w = &m.w;
     let before = baseline(w, &m.local());
-    let exact = |label: &str| {
-        assert!(
-            until(|| w.laptop.table() == before && watchers(w).is_empty()),
-            "[{label}] the table after the tunnel ended is not as before: {:#?}\n{}\n{}",
-            own_routes(&w.laptop),
-            watcher_log(w),
-            w.logs()
-        );
-        assert!(!w.state_dir().join("tun0.json").exists(), "[{label}] the record outlives the tunnel");
-    };
+    let exact = |label: &str| assert_ended(w, &before, label, || watchers(w));
 
     // Without the watcher, `user nobody` leaves the bridge route (tests/e2e_disconnect.rs 7b).
     let c = with_vpnfix(w, &NOBODY, &m.both_sides(), &m.seed_routes(), true);

@@ -134,9 +134,10 @@ impl Serving {
             _ => run_hook(hook, argv, &env),
         };
         match hook {
-            Hook::Up | Hook::RouteUp => self.connected = Some((dev, env)),
+            // An event naming no device (the hook logic has said so) pins nothing.
+            Hook::Up | Hook::RouteUp if !dev.is_empty() => self.connected = Some((dev, env)),
             Hook::Down => self.connected = None,
-            Hook::RoutePreDown => {}
+            Hook::Up | Hook::RouteUp | Hook::RoutePreDown => {}
         }
         Answer { failed, lines: captured() }
     }

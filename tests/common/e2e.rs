@@ -122,6 +122,21 @@ pub fn disconnect(w: &World, c: Openvpn, before: &str) -> String {
     log
 }
 
+/// However tun0 ended (no disconnect hook, maybe): waits until the table is exactly `before` and
+/// no process of `left` (the watchers, the plugin's helpers) remains, and asserts the record is
+/// gone too.
+pub fn assert_ended(w: &World, before: &str, label: &str, left: impl Fn() -> Vec<String>) {
+    assert!(
+        super::until(|| w.laptop.table() == before && left().is_empty()),
+        "[{label}] after the tunnel ended: vpnfix's routes {:#?}, processes left {:?}\n{}\n{}",
+        own_routes(&w.laptop),
+        left(),
+        watcher_log(w),
+        w.logs()
+    );
+    assert!(!w.state_dir().join("tun0.json").exists(), "[{label}] the record outlives the tunnel");
+}
+
 // ------------------------------------------------------------------------------ worlds ----
 
 /// The seed world: compose project milvus, network milvus_default 172.20.0.0/16 with

@@ -164,10 +164,12 @@ pub fn vpnfix_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vpnfix")
 }
 
-/// The plugin under test: the library's `cdylib`, which cargo builds beside the binary.
+/// The plugin under test: the library's `cdylib`. `cargo test` builds the library with all its
+/// crate types into `deps/`, beside the binary's directory (only `cargo build` copies it up
+/// next to the binary, where it may be older).
 pub fn plugin_so() -> PathBuf {
-    let so = Path::new(vpnfix_bin()).with_file_name("libvpnfix.so");
-    assert!(so.is_file(), "{} is missing: the library's cdylib is built with the binary", so.display());
+    let so = Path::new(vpnfix_bin()).with_file_name("deps").join("libvpnfix.so");
+    assert!(so.is_file(), "{} is missing: cargo builds the library's cdylib with the tests", so.display());
     so
 }
 
