@@ -244,6 +244,11 @@ for _ in $(seq 50); do [[ -z $(helpers) ]] && break; sleep 0.1; done
 ip netns del "$ns"
 echo "package-check: OpenVPN loaded the installed plugin with the installed helper, and closed it:"
 plugin_lines
+# The snippet's bare `plugin vpnfix.so` resolves against OpenVPN's built-in plugin directory
+# (plugin.c, PLUGIN_LIBDIR): it must be where the package puts the plugin.
+plugindir=/usr/lib/x86_64-linux-gnu/openvpn/plugins
+grep -qaF "$plugindir" "$(command -v openvpn)" || fail "OpenVPN's plugin directory is not $plugindir: plugin vpnfix.so would not find the package's"
+grep -qx 'plugin vpnfix.so' "$x/usr/share/doc/vpnfix/examples/openvpn/vpnfix-plugin.conf" || fail "vpnfix-plugin.conf has no 'plugin vpnfix.so' line"
 
 ## 4. Upgrade to a newer package over the installed one.
 if [[ -z $newer ]]; then
