@@ -25,6 +25,13 @@ pub const CONF_FILE_VAR: &str = "VPNFIX_CONF_FILE";
 /// ([`crate::hook::vpnc::HELD`]).
 pub const NOT_SETTINGS: &[&str] = &["CONF_FILE", "SYSLOG", "VPNC_HELD"];
 
+/// Whether a variable is one of vpnfix's (`VPNFIX_*`) or `DOCKER_HOST`: the environment a
+/// process vpnfix starts for itself (the watcher, the plugin's helper) is given, and the only
+/// variables that make a configuration.
+pub fn is_config_var(key: &str) -> bool {
+    key.starts_with("VPNFIX_") || key == "DOCKER_HOST"
+}
+
 /// Every variable vpnfix reads, without the `VPNFIX_` prefix.
 pub const KEYS: &[&str] = &[
     "POLICY",

@@ -302,7 +302,7 @@ pub fn plugin_wire(data: &[u8]) {
             let seen = crate::plugin::helper::environment(*hook, env);
             let settings: Vec<&(String, String)> = seen.iter().filter(|(k, _)| k.starts_with("VPNFIX_")).collect();
             let own: Vec<(String, String)> =
-                std::env::vars().filter(|(k, _)| k.starts_with("VPNFIX_") || k == "DOCKER_HOST").collect();
+                std::env::vars().filter(|(k, _)| crate::config::is_config_var(k)).collect();
             assert!(settings.iter().all(|s| own.contains(s)), "an event's setting reached the hook: {settings:?}");
             assert_eq!(seen.iter().filter(|(k, _)| k == "script_type").count(), 1);
         }

@@ -1,6 +1,7 @@
 //! Logging: every line to stderr (OpenVPN copies a script's stderr into its own log, and manual
-//! use reads it there), and to syslog with ident `vpnfix` when `/dev/log` (or `VPNFIX_SYSLOG`)
-//! exists.
+//! use reads it there) — in OpenVPN's plugin's helper, held and sent to the plugin, which writes
+//! it into OpenVPN's log ([`capture`]) — and to syslog with ident `vpnfix` when `/dev/log` (or
+//! `VPNFIX_SYSLOG`) exists.
 
 use crate::config::LogLevel;
 use log::{Level, LevelFilter, Log, Metadata, Record};

@@ -186,7 +186,7 @@ impl Helper {
             .iter()
             .chain(&args.settings)
             .filter_map(|kv| kv.split_once('='))
-            .filter(|(k, _)| k.starts_with("VPNFIX_") || *k == "DOCKER_HOST");
+            .filter(|(k, _)| crate::config::is_config_var(k));
         let child = Command::new(&args.helper)
             .arg0("vpnfix")
             .arg("plugin-helper")

@@ -3,10 +3,11 @@
 //! for the life of the tunnel, so the disconnect removes exactly what the connect added even
 //! after OpenVPN's `user nobody`. What comes over the socket comes, after that drop, from an
 //! unprivileged process: it is parsed within bounds ([`super::wire`]), its settings are not taken
-//! (the helper's are those of open), and it acts for one tunnel at a time. Each event runs the very hook logic a script runs
-//! ([`crate::run::hook_in`]), its log lines held and sent back with the answer. When the socket
-//! closes without a disconnect (OpenVPN killed, or it closed the plugin while connected), it
-//! removes the tunnel's routes itself: however the tunnel ends, nothing stays behind.
+//! (the helper's are those of open), and it acts for one tunnel at a time. Each event runs the
+//! very hook logic a script runs ([`crate::run::hook_in`]), its log lines held and sent back with
+//! the answer. When the socket closes without a disconnect (OpenVPN killed, or it closed the
+//! plugin while connected), it removes the tunnel's routes itself: however the tunnel ends,
+//! nothing stays behind.
 
 use super::wire::{self, Answer, Hook, Level, Request, WireError};
 use crate::hook::{Invocation, Source};
@@ -21,8 +22,8 @@ use std::process::ExitCode;
 /// one of them).
 pub fn serve() -> ExitCode {
     close_inherited_fds();
-    ignore_stop_signals();
     logging::init(crate::config::LogLevel::Info);
+    block_stop_signals();
     let sock = match std::io::stdin().as_fd().try_clone_to_owned().map(UnixStream::from) {
         Ok(s) if s.peer_addr().is_ok() => s,
         _ => {
@@ -47,7 +48,7 @@ pub fn serve() -> ExitCode {
 /// the helper before OpenVPN's disconnect reaches it: those signals are blocked (and so never
 /// delivered); it ends when the plugin's socket closes. Programs it starts (the watcher) begin
 /// with an empty mask: Rust's `Command` resets it.
-fn ignore_stop_signals() {
+fn block_stop_signals() {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
@@ -154,11 +155,7 @@ impl Serving {
 /// vpnfix's settings and `DOCKER_HOST` from the helper's own environment: what OpenVPN's
 /// configuration and the plugin line said at open.
 fn own_settings() -> Vec<(String, String)> {
-    crate::run::environment().into_iter().filter(|(k, _)| is_setting(k)).collect()
-}
-
-fn is_setting(key: &str) -> bool {
-    key.starts_with("VPNFIX_") || key == "DOCKER_HOST"
+    crate::run::environment().into_iter().filter(|(k, _)| crate::config::is_config_var(k)).collect()
 }
 
 /// The event's environment as a script would see it: OpenVPN's variables (`script_type`, which
@@ -171,7 +168,7 @@ pub(crate) fn environment(hook: Hook, env: &[String]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = env
         .iter()
         .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| *k != "script_type" && !is_setting(k))
+        .filter(|(k, _)| *k != "script_type" && !crate::config::is_config_var(k))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     out.extend(own_settings());

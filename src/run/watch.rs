@@ -35,8 +35,7 @@ const ENDING: Duration = Duration::from_secs(10);
 pub(super) fn start(dev: &str) {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    let env =
-        std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(|k| k.starts_with("VPNFIX_") || k == "DOCKER_HOST"));
+    let env = std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(crate::config::is_config_var));
     let child = Command::new("/proc/self/exe")
         .arg0("vpnfix")
         .args(["watch", "--dev", dev])
