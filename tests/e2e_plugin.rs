@@ -205,7 +205,7 @@ fn two_tunnels_with_the_plugin_and_a_helper_that_cannot_start() {
 
     // A helper that cannot start: OpenVPN stops at open, saying why in one line.
     let mut bad = plugin_conf(&w, &[], &[]);
-    bad[0] = format!("plugin {} /nonexistent/vpnfix", common::plugin_so().display());
+    bad[0] = format!("plugin {} /nonexistent/vpnfix", w.dir.path().join("bin/vpnfix.so").display());
     let conf = w.dir.path().join("bad.conf");
     std::fs::write(&conf, w.client_conf(0, false, &strs(&bad))).unwrap();
     let log = w.dir.path().join("bad.log");
@@ -248,4 +248,28 @@ fn a_container_started_while_connected_is_seen_at_the_next_route_up() {
     disconnect(&m.w, c, &before);
     assert!(until(|| helpers(&m.w).is_empty()), "helpers left: {:?}", helpers(&m.w));
     timing("a_container_started_while_connected_is_seen_at_the_next_route_up", t0);
+}
+
+/// SIGHUP after `user nobody`: OpenVPN tears the tunnel down — the helper, still root, removes
+/// vpnfix's routes exactly — closes its plugins and reads its configuration again, as nobody. It
+/// cannot read its own key any more and exits (OpenVPN's limit under `user nobody`, which its
+/// manual names): whatever it does next, the table is as before and no helper is left.
+#[test]
+#[ignore = "needs root"]
+fn sighup_after_dropping_privileges_leaves_nothing_behind() {
+    require_root("sighup_after_dropping_privileges_leaves_nothing_behind");
+    let t0 = Instant::now();
+    let m = milvus(&[PUSH_172_20]);
+    let w = &m.w;
+    let before = baseline(w, &m.local());
+    let c = connect_plugin(w, &plugin_conf(w, &[], &[]), &m.seed_routes(), &m.both_sides());
+    let log = c.log.clone();
+    c.signal("HUP");
+    c.wait_exit();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("SIGHUP[hard,] received, process restarting"), "{log}");
+    assert!(log.contains("vpnfix: removing 172.20.0.0/24 dev"), "the bridge route was not removed at SIGHUP:\n{log}");
+    assert_no_failure(&log);
+    assert_ended(w, &before, "SIGHUP", || helpers(w));
+    timing("sighup_after_dropping_privileges_leaves_nothing_behind", t0);
 }

@@ -402,16 +402,20 @@ impl World {
     }
 
     /// The client lines that load vpnfix as OpenVPN's plugin instead of its scripts: the library
-    /// under test (`libvpnfix.so`, beside the binary) with the binary under test as its helper
-    /// and `settings` (`VPNFIX_KEY=value`) on the `plugin` line; the world's state directory,
-    /// a configuration file and syslog of the test's own, and the world's dockerd as `setenv`
-    /// lines. No `script-security`: a plugin needs none.
+    /// under test with the binary under test as its helper and `settings` (`VPNFIX_KEY=value`)
+    /// on the `plugin` line; the world's state directory, a configuration file and syslog of the
+    /// test's own, and the world's dockerd as `setenv` lines. No `script-security`: a plugin
+    /// needs none. Both are copies that `user nobody` may read, as a package installs them (a
+    /// SIGHUP makes OpenVPN load its plugins again after the drop).
     pub fn plugin_lines(&self, settings: &[&str]) -> Vec<String> {
         let mut bin = self.dir.path().join("bin/vpnfix");
         if !bin.exists() {
             bin = vpnfix_copy(&self.dir.path().join("bin"));
         }
-        let so = super::plugin_so();
+        let so = self.dir.path().join("bin/vpnfix.so");
+        if !so.exists() {
+            std::fs::copy(super::plugin_so(), &so).unwrap();
+        }
         let mut lines = vec![format!("plugin {} {} {}", so.display(), bin.display(), settings.join(" "))];
         lines.push(format!("setenv VPNFIX_STATE_DIR {}", self.state_dir().display()));
         for (k, v) in super::own_config_and_syslog(&[]) {
