@@ -35,10 +35,10 @@ fn openconnect_without_vpnfix_breaks_the_bridge() {
 
     // 1. Before connect: the container answers the laptop over the bridge, both families.
     for addr in [CONTAINER, CONTAINER6] {
-        assert_eq!(w.route_get(laptop, addr), BRIDGE, "before connect, {addr}");
-        assert!(w.reaches(laptop, addr), "before connect, the laptop does not reach the container at {addr}");
+        assert_eq!(laptop.route_dev(addr), BRIDGE, "before connect, {addr}");
+        assert!(laptop.reaches(addr), "before connect, the laptop does not reach the container at {addr}");
     }
-    assert!(w.reaches(container, "172.20.0.1"), "before connect, the container does not reach the laptop");
+    assert!(container.reaches("172.20.0.1"), "before connect, the container does not reach the laptop");
     let before = w.laptop_table();
     assert!(before.lines().any(|l| l == BRIDGE_ROUTE), "no bridge route before connect:\n{before}");
     eprintln!("OBSERVED before connect: {CONTAINER} and {CONTAINER6} via {BRIDGE}, both answer; table:\n{before}");
@@ -53,14 +53,14 @@ fn openconnect_without_vpnfix_breaks_the_bridge() {
     // IPv4: vpnc-script's route replaced the bridge's.
     assert!(during.lines().any(|l| l == "172.20.0.0/16 dev ocwtun0 scope link"), "{during}");
     assert!(!during.lines().any(|l| l == BRIDGE_ROUTE), "the bridge's route survived connect:\n{during}");
-    let dev = w.route_get(laptop, CONTAINER);
+    let dev = laptop.route_dev(CONTAINER);
     assert_eq!(dev, TUN, "connected, {CONTAINER}");
-    assert!(!w.ping(laptop, CONTAINER), "connected, the container {CONTAINER} still answers the laptop");
-    assert!(!w.ping(container, "172.20.0.1"), "connected, the laptop still answers the container");
+    assert!(!laptop.ping_once(CONTAINER), "connected, the container {CONTAINER} still answers the laptop");
+    assert!(!container.ping_once("172.20.0.1"), "connected, the laptop still answers the container");
     eprintln!("OBSERVED connected: route get {CONTAINER} -> {dev}; the container does not answer (nor the laptop it)");
-    let dev = w.route_get(laptop, OFFICE);
+    let dev = laptop.route_dev(OFFICE);
     assert_eq!(dev, TUN, "connected, {OFFICE}");
-    assert!(w.reaches(laptop, OFFICE), "connected, the office host {OFFICE} does not answer:{}", logs());
+    assert!(laptop.reaches(OFFICE), "connected, the office host {OFFICE} does not answer:{}", logs());
     eprintln!("OBSERVED connected: route get {OFFICE} -> {dev}; the office host answers over the tunnel");
     // IPv6: vpnc-script's route sits beside the bridge's at metric 1024 and loses.
     let tun6 = "fd00:ac14::/64 dev ocwtun0 metric 1024";
@@ -68,11 +68,11 @@ fn openconnect_without_vpnfix_breaks_the_bridge() {
     for route in [tun6, br6] {
         assert!(during.lines().any(|l| l.starts_with(route)), "connected, no `{route}`:\n{during}");
     }
-    let dev = w.route_get(laptop, OFFICE6);
+    let dev = laptop.route_dev(OFFICE6);
     assert_eq!(dev, BRIDGE, "connected, {OFFICE6}");
-    assert!(!w.ping(laptop, OFFICE6), "connected, the office host {OFFICE6} answers");
-    assert_eq!(w.route_get(laptop, CONTAINER6), BRIDGE, "connected, {CONTAINER6}");
-    assert!(w.reaches(laptop, CONTAINER6), "connected, the container {CONTAINER6} does not answer");
+    assert!(!laptop.ping_once(OFFICE6), "connected, the office host {OFFICE6} answers");
+    assert_eq!(laptop.route_dev(CONTAINER6), BRIDGE, "connected, {CONTAINER6}");
+    assert!(laptop.reaches(CONTAINER6), "connected, the container {CONTAINER6} does not answer");
     eprintln!(
         "OBSERVED connected: route get {OFFICE6} -> {dev} (`{tun6}` loses to `{br6}`); the office host does not \
          answer; the container {CONTAINER6} still does"
@@ -90,11 +90,11 @@ fn openconnect_without_vpnfix_breaks_the_bridge() {
     assert_ne!(after, before, "the table is back as it was");
     assert_eq!(missing, [BRIDGE_ROUTE], "after disconnect, before:\n{before}\nafter:\n{after}");
     assert!(added.is_empty(), "after disconnect, new routes {added:?}");
-    let dev = w.route_get(laptop, CONTAINER);
+    let dev = laptop.route_dev(CONTAINER);
     assert_eq!(dev, WAN, "after disconnect, {CONTAINER} goes the default route");
-    assert!(!w.ping(laptop, CONTAINER), "after disconnect, the container {CONTAINER} answers");
-    assert!(!w.ping(container, "172.20.0.1"), "after disconnect, the laptop answers the container");
-    assert!(w.reaches(laptop, CONTAINER6), "after disconnect, the container {CONTAINER6} does not answer");
+    assert!(!laptop.ping_once(CONTAINER), "after disconnect, the container {CONTAINER} answers");
+    assert!(!container.ping_once("172.20.0.1"), "after disconnect, the laptop answers the container");
+    assert!(laptop.reaches(CONTAINER6), "after disconnect, the container {CONTAINER6} does not answer");
     eprintln!(
         "OBSERVED after disconnect: route get {CONTAINER} -> {dev} (the default route); the container is \
          unreachable over IPv4 (IPv6 still fine)"
@@ -135,7 +135,7 @@ fn openconnect_with_vpnfix_reaches_both_sides_and_restores_the_table() {
     // Before: the container answers (which also makes it a live neighbour of the bridge: with no
     // engine, that is how vpnfix knows the address is in use).
     for addr in [CONTAINER, CONTAINER6] {
-        assert!(w.reaches(laptop, addr), "before connect, the laptop does not reach the container at {addr}");
+        assert!(laptop.reaches(addr), "before connect, the laptop does not reach the container at {addr}");
     }
     let before = w.laptop_table();
     let state = install_vpnfix_hooks(&w);
@@ -151,10 +151,10 @@ fn openconnect_with_vpnfix_reaches_both_sides_and_restores_the_table() {
         "connect.d did not withhold the push:\n{log}"
     );
     for (addr, dev) in [(CONTAINER, BRIDGE), (CONTAINER6, BRIDGE), (OFFICE, TUN), (OFFICE6, TUN)] {
-        assert_eq!(w.route_get(laptop, addr), dev, "ip route get {addr}\n{during}\n{log}");
-        assert!(w.reaches(laptop, addr), "{addr} does not answer over {dev}\n{log}{}", w.logs());
+        assert_eq!(laptop.route_dev(addr), dev, "ip route get {addr}\n{during}\n{log}");
+        assert!(laptop.reaches(addr), "{addr} does not answer over {dev}\n{log}{}", w.logs());
     }
-    assert!(w.reaches(&w.container, "172.20.0.1"), "the container does not reach the laptop");
+    assert!(w.container.reaches("172.20.0.1"), "the container does not reach the laptop");
     let own: Vec<&str> = during.lines().filter(|l| l.contains(" proto 86")).collect();
     assert!(own.iter().any(|l| l.starts_with("172.20.1.0/24 dev ocwtun0")), "{own:#?}");
     assert!(own.iter().any(|l| l.starts_with("fd00:ac14::100/120 dev ocwtun0")), "{own:#?}");
@@ -167,7 +167,7 @@ fn openconnect_with_vpnfix_reaches_both_sides_and_restores_the_table() {
     let after = w.laptop_table();
     assert_eq!(after, before, "the table after disconnect (openconnect {status})\n{}", w.logs());
     assert!(!state.join("ocwtun0.json").exists(), "ocwtun0's record outlives the disconnect");
-    assert!(w.reaches(laptop, CONTAINER), "after disconnect the container does not answer");
+    assert!(laptop.reaches(CONTAINER), "after disconnect the container does not answer");
 
     // A disconnect vpnfix never sees (openconnect killed: no vpnc-script at all): the tunnel's
     // routes die with its device, the bridge never lost its own, and `vpnfix cleanup` forgets
@@ -175,7 +175,7 @@ fn openconnect_with_vpnfix_reaches_both_sides_and_restores_the_table() {
     let c = w.connect();
     assert!(state.join("ocwtun0.json").exists(), "no record for ocwtun0 after the second connect");
     run(Command::new("kill").args(["-KILL", &c.pid().to_string()]));
-    assert!(until(|| w.route_get(laptop, OFFICE) != TUN), "{OFFICE} still goes to {TUN} after kill -9");
+    assert!(until(|| laptop.route_dev(OFFICE) != TUN), "{OFFICE} still goes to {TUN} after kill -9");
     drop(c);
     // vpnc-script's host route to the VPN server stays (its disconnect never ran): its own, not
     // vpnfix's, and the only difference.

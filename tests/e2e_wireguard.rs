@@ -36,10 +36,10 @@ fn wg_quick_without_vpnfix_fails_on_a_docker_subnet() {
 
     // 1. Before: the container answers the laptop over the bridge.
     for addr in [CONTAINER, CONTAINER6] {
-        assert_eq!(w.route_get(laptop, addr), BRIDGE, "before, {addr}");
-        assert!(w.reaches(laptop, addr), "before, the laptop does not reach the container at {addr}");
+        assert_eq!(laptop.route_dev(addr), BRIDGE, "before, {addr}");
+        assert!(laptop.reaches(addr), "before, the laptop does not reach the container at {addr}");
     }
-    assert!(w.reaches(container, "172.20.0.1"), "before, the container does not reach the laptop");
+    assert!(container.reaches("172.20.0.1"), "before, the container does not reach the laptop");
     let before = w.laptop_table();
     assert!(before.lines().any(|l| l == BRIDGE_ROUTE), "no bridge route before:\n{before}");
     eprintln!("OBSERVED before: {CONTAINER} and {CONTAINER6} via {BRIDGE}, both answer; table:\n{before}");
@@ -71,8 +71,8 @@ fn wg_quick_without_vpnfix_fails_on_a_docker_subnet() {
     assert!(w.laptop_wireguard_go().is_empty(), "wireguard-go survived the failed wg-quick up");
     let after = w.laptop_table();
     assert_eq!(after, before, "the table after the failed wg-quick up");
-    assert!(w.reaches(laptop, CONTAINER), "after the failed up, the container does not answer");
-    assert_eq!(w.route_get(laptop, OFFICE), BRIDGE, "after the failed up, {OFFICE}");
+    assert!(laptop.reaches(CONTAINER), "after the failed up, the container does not answer");
+    assert_eq!(laptop.route_dev(OFFICE), BRIDGE, "after the failed up, {OFFICE}");
     eprintln!("OBSERVED after the failed up: no {IFACE}, no wireguard-go, the table exactly as before");
 
     // 3. Control: the office host alone (a /32 and a /128, which no route is in the way of).
@@ -86,12 +86,12 @@ fn wg_quick_without_vpnfix_fails_on_a_docker_subnet() {
     let during = w.laptop_table();
     eprintln!("OBSERVED wg-quick up, AllowedIPs = {office_only}: {}; table:\n{during}", out.status);
     for addr in [OFFICE, OFFICE6] {
-        assert_eq!(w.route_get(laptop, addr), IFACE, "AllowedIPs = {office_only}, {addr}");
-        assert!(w.reaches(laptop, addr), "the office host {addr} does not answer over wg0:{}", w.logs());
+        assert_eq!(laptop.route_dev(addr), IFACE, "AllowedIPs = {office_only}, {addr}");
+        assert!(laptop.reaches(addr), "the office host {addr} does not answer over wg0:{}", w.logs());
     }
     for addr in [CONTAINER, CONTAINER6] {
-        assert_eq!(w.route_get(laptop, addr), BRIDGE, "AllowedIPs = {office_only}, {addr}");
-        assert!(w.reaches(laptop, addr), "AllowedIPs = {office_only}, the container {addr} does not answer");
+        assert_eq!(laptop.route_dev(addr), BRIDGE, "AllowedIPs = {office_only}, {addr}");
+        assert!(laptop.reaches(addr), "AllowedIPs = {office_only}, the container {addr} does not answer");
     }
     let handshake = common::stdout(&w.wg_show(&["latest-handshakes"]));
     let hs: u64 = handshake.split_whitespace().nth(1).and_then(|t| t.parse().ok()).unwrap_or(0);
@@ -119,12 +119,12 @@ fn wg_quick_without_vpnfix_fails_on_a_docker_subnet() {
     );
     assert!(!during.lines().any(|l| l.starts_with("172.20.") && l.contains(IFACE)), "{during}");
     for addr in [OFFICE, OFFICE6] {
-        let dev = w.route_get(laptop, addr);
+        let dev = laptop.route_dev(addr);
         assert_eq!(dev, BRIDGE, "Table = off, {addr}");
-        assert!(!w.ping(laptop, addr), "Table = off, the office host {addr} answers");
+        assert!(!laptop.ping_once(addr), "Table = off, the office host {addr} answers");
         eprintln!("OBSERVED Table = off: route get {addr} -> {dev}; the office host does not answer");
     }
-    assert!(w.reaches(laptop, CONTAINER), "Table = off, the container does not answer");
+    assert!(laptop.reaches(CONTAINER), "Table = off, the container does not answer");
     let out = w.down(&conf);
     assert!(out.status.success(), "wg-quick down (Table = off): {}\n{}", out.status, w.logs());
     assert!(!w.has_wg0(), "wg0 after wg-quick down (Table = off)");
@@ -168,7 +168,7 @@ fn wg_quick_with_vpnfix_reaches_both_sides_and_restores_the_table() {
     let w = WgWorld::new();
     let laptop = &w.laptop;
     for addr in [CONTAINER, CONTAINER6] {
-        assert!(w.reaches(laptop, addr), "before, the laptop does not reach the container at {addr}");
+        assert!(laptop.reaches(addr), "before, the laptop does not reach the container at {addr}");
     }
     let before = w.laptop_table();
     let state = w.path("state");
@@ -184,8 +184,8 @@ fn wg_quick_with_vpnfix_reaches_both_sides_and_restores_the_table() {
         eprintln!("OBSERVED wg-quick up with vpnfix (piped {piped}), table:\n{during}");
         assert!(during.lines().any(|l| l == BRIDGE_ROUTE), "the bridge lost its route:\n{during}");
         for (addr, dev) in [(CONTAINER, BRIDGE), (CONTAINER6, BRIDGE), (OFFICE, IFACE), (OFFICE6, IFACE)] {
-            assert_eq!(w.route_get(laptop, addr), dev, "ip route get {addr}\n{during}\n{log}");
-            assert!(w.reaches(laptop, addr), "{addr} does not answer over {dev}\n{log}\n{}", w.logs());
+            assert_eq!(laptop.route_dev(addr), dev, "ip route get {addr}\n{during}\n{log}");
+            assert!(laptop.reaches(addr), "{addr} does not answer over {dev}\n{log}\n{}", w.logs());
         }
         assert!(state.join("wg0.json").exists(), "no record for wg0:\n{log}");
         let down = w.down(&conf);

@@ -127,12 +127,24 @@ compare() {
 }
 # A no-op prepare for commands that need none.
 NOPREP=true
+# seed_world NS: the seed laptop in NS with a private dockerd (once: parts 5 and 6 reuse part 1's
+# when it ran), and reset-seed.sh, after which each run starts from the same table: no route of
+# vpnfix's (86) or of the manual fix's (boot), no state.
+seed_world() {
+	[[ -e /run/netns/$1 ]] && return 0
+	seed_laptop "$1" docker
+	cat >"$WORK/reset-seed.sh" <<-EOF
+		ip -n $1 route flush table main proto 86
+		ip -n $1 route flush table main proto boot
+		rm -f $SHM/state/*.json
+	EOF
+}
 
 # --------------------------------------------------------------- 1. the hook end to end ----
 if part 1; then
 	NS=$TAG-seed
 	log "1. the hook: seed laptop in $NS with a private dockerd"
-	seed_laptop "$NS" docker
+	seed_world "$NS"
 	BR=$(ip -n "$NS" -o link show type bridge | awk -F': ' '{print $2; exit}')
 	cat >"$WORK/manual.sh" <<-'EOF'
 		ip route add 172.20.1.0/24 dev tun0
@@ -143,12 +155,6 @@ if part 1; then
 		ip route add 172.20.32.0/19 dev tun0
 		ip route add 172.20.64.0/18 dev tun0
 		ip route add 172.20.128.0/17 dev tun0
-	EOF
-	# Each run starts from the same table: no route of vpnfix's (86) or of the script's (boot), no state.
-	cat >"$WORK/reset-seed.sh" <<-EOF
-		ip -n $NS route flush table main proto 86
-		ip -n $NS route flush table main proto boot
-		rm -f $SHM/state/*.json
 	EOF
 	# The host's routes alone, as the manual fix makes them (1c adds the containers' own).
 	HOOK_ENV="$(hook_env | tr '\n' ' ') VPNFIX_CONTAINER_ROUTES=false"
@@ -289,14 +295,8 @@ fi
 # -------------------------------------------------------------------------- 5. watcher ----
 if part 5; then
 	NS=$TAG-seed
-	if [[ -n $ONLY ]]; then
-		log "5. the watcher: seed laptop in $NS with a private dockerd"
-		seed_laptop "$NS" docker
-		cat >"$WORK/reset-seed.sh" <<-EOF
-			ip -n $NS route flush table main proto 86
-			rm -f $SHM/state/*.json
-		EOF
-	fi
+	[[ -n $ONLY ]] && log "5. the watcher: seed laptop in $NS with a private dockerd"
+	seed_world "$NS"
 	if ((QUICK)); then watch_bench "$NS" 3 5; else watch_bench "$NS" 20 50; fi
 	log "5. $(load)"
 fi
@@ -304,15 +304,8 @@ fi
 # --------------------------------------------------------------------------- 6. plugin ----
 if part 6; then
 	NS=$TAG-seed
-	if [[ -n $ONLY ]]; then
-		log "6. the plugin: seed laptop in $NS with a private dockerd"
-		seed_laptop "$NS" docker
-		cat >"$WORK/reset-seed.sh" <<-EOF
-			ip -n $NS route flush table main proto 86
-			ip -n $NS route flush table main proto boot
-			rm -f $SHM/state/*.json
-		EOF
-	fi
+	[[ -n $ONLY ]] && log "6. the plugin: seed laptop in $NS with a private dockerd"
+	seed_world "$NS"
 	cp "$PLUGIN_BENCH" "$WORK/plugin_bench"
 	PLUGIN_ENV="$(hook_env | tr '\n' ' ') VPNFIX_CONTAINER_ROUTES=false DOCKER_HOST=unix://$WORK/docker/docker.sock"
 	# shellcheck disable=SC2086

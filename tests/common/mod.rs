@@ -295,6 +295,29 @@ impl Netns {
         v[0]["dev"].as_str().unwrap_or("(none)").to_string()
     }
 
+    /// The device the kernel picks for `addr` (`ip route get`), or `unreachable` when there is
+    /// no route.
+    pub fn route_dev(&self, addr: &str) -> String {
+        let out = self.ip_try(&["-j", "route", "get", addr]);
+        if !out.status.success() {
+            return "unreachable".into();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["dev"].as_str().unwrap_or("unreachable").to_string()
+    }
+
+    /// Whether ONE echo request to `addr` is answered within 2 s (`ping -c1 -W2`): for what must
+    /// fail (one try proves it).
+    pub fn ping_once(&self, addr: &str) -> bool {
+        self.cmd("ping").args(["-c1", "-W2", "-n", addr]).output().is_ok_and(|o| o.status.success())
+    }
+
+    /// Whether `addr` answers one of up to three pings: for what must succeed (the first packet
+    /// into a tunnel may wait for its handshake).
+    pub fn reaches(&self, addr: &str) -> bool {
+        (0..3).any(|_| self.ping_once(addr))
+    }
+
     /// Runs vpnfix inside the namespace with exactly this environment (no PATH, as OpenVPN).
     pub fn vpnfix(&self, env: &[(String, String)], args: &[&str]) -> Output {
         let mut c = self.cmd("env");
@@ -388,20 +411,4 @@ pub fn log_tails(dir: &Path) -> String {
         s += &lines[lines.len().saturating_sub(60)..].join("\n");
     }
     s
-}
-
-/// The device the kernel of `ns` picks for `addr` (`ip route get`), or `unreachable`.
-pub fn route_dev(ns: &Netns, addr: &str) -> String {
-    let out = ns.ip_try(&["-j", "route", "get", addr]);
-    if !out.status.success() {
-        return "unreachable".into();
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v[0]["dev"].as_str().unwrap_or("unreachable").to_string()
-}
-
-/// Whether ONE echo request from `from` to `addr` is answered within 2 s (`ping -c1 -W2`): for
-/// what must fail (one try proves it).
-pub fn ping_once(from: &Netns, addr: &str) -> bool {
-    from.cmd("ping").args(["-c1", "-W2", "-n", addr]).output().is_ok_and(|o| o.status.success())
 }

@@ -251,23 +251,6 @@ impl OcWorld {
         table(&self.laptop)
     }
 
-    /// The device the kernel of `ns` picks for `addr` (`ip route get`), or `unreachable` when
-    /// there is no route.
-    pub fn route_get(&self, ns: &Netns, addr: &str) -> String {
-        super::route_dev(ns, addr)
-    }
-
-    /// Whether ONE echo request from `from` (e.g. `&w.laptop`, `&w.container`) to `addr` is
-    /// answered within 2 s (`ping -c1 -W2`): for what must fail (one try proves it).
-    pub fn ping(&self, from: &Netns, addr: &str) -> bool {
-        super::ping_once(from, addr)
-    }
-
-    /// Whether `addr` answers one of up to three pings from `from`: for what must succeed.
-    pub fn reaches(&self, from: &Netns, addr: &str) -> bool {
-        (0..3).any(|_| self.ping(from, addr))
-    }
-
     /// ocserv's output so far.
     pub fn ocserv_log(&self) -> String {
         std::fs::read_to_string(self.path("ocserv.log")).unwrap_or_default()

@@ -361,24 +361,6 @@ impl WgWorld {
         lines.join("\n")
     }
 
-    /// The device the kernel of `ns` picks for `addr` (`ip route get`), or `unreachable` when
-    /// there is no route.
-    pub fn route_get(&self, ns: &Netns, addr: &str) -> String {
-        super::route_dev(ns, addr)
-    }
-
-    /// Whether ONE echo request from `from` (e.g. `&w.laptop`, `&w.container`) to `addr` is
-    /// answered within 2 s (`ping -c1 -W2`): for what must fail (one try proves it).
-    pub fn ping(&self, from: &Netns, addr: &str) -> bool {
-        super::ping_once(from, addr)
-    }
-
-    /// Whether `addr` answers one of up to three pings from `from`: for what must succeed (the
-    /// first packet into the tunnel waits for the handshake).
-    pub fn reaches(&self, from: &Netns, addr: &str) -> bool {
-        (0..3).any(|_| self.ping(from, addr))
-    }
-
     /// The server's wireguard-go log, every wg-quick run's output, `wg show` of both sides (the
     /// laptop's only while its wireguard-go runs) and the laptop's table: for failure messages.
     pub fn logs(&self) -> String {
